@@ -1,0 +1,28 @@
+//! Logging out.
+//! Spec: <https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3logout>
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// `POST /_matrix/client/v3/logout`: the token dies, and with it its device.
+pub async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Value>> {
+    state
+        .storage
+        .delete_device(&me.user_id, &me.device_id)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /_matrix/client/v3/logout/all`: every token and device of the user.
+pub async fn logout_all(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Value>> {
+    state
+        .storage
+        .delete_devices_except(&me.user_id, None)
+        .await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,66 @@
+//! What every handler shares: configuration, storage, the signing key and the
+//! in-process limiters. Wired once by the binary; cloned cheaply per request.
+
+use myelin_core::Config;
+use myelin_core::secrets::PasswordCost;
+use myelin_core::signing_key::SigningKey;
+use myelin_storage::DynStorage;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::ratelimit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub storage: DynStorage,
+    pub signing_key: SigningKey,
+    pub limits: Limits,
+    /// When each device was last recorded as seen by this process, so
+    /// `last_seen_ts` is written at most once per [`crate::auth::SEEN_WRITE_INTERVAL_MS`].
+    pub seen: Mutex<HashMap<(String, String), i64>>,
+}
+
+pub struct Limits {
+    pub login: RateLimiter,
+    pub login_per_account: RateLimiter,
+    pub registration: RateLimiter,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, storage: DynStorage, signing_key: SigningKey) -> Self {
+        let limits = Limits {
+            login: RateLimiter::new(config.rate_limits.login),
+            login_per_account: RateLimiter::new(config.rate_limits.login_per_account),
+            registration: RateLimiter::new(config.rate_limits.registration),
+        };
+        Self(Arc::new(Inner {
+            config,
+            storage,
+            signing_key,
+            limits,
+            seen: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
+    }
+
+    pub fn password_cost(&self) -> PasswordCost {
+        PasswordCost {
+            memory_kib: self.config.auth.password_hash_memory_kib,
+            iterations: self.config.auth.password_hash_iterations,
+            parallelism: 1,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Filter definitions (`POST /user/{userId}/filter`, `GET /sync?filter=`).
+//!
+//! Parsing is validation: a definition that deserializes here is stored as the
+//! client sent it. `/sync` (a later issue) reads the same types.
+//! Spec: <https://spec.matrix.org/v1.19/client-server-api/#filtering>
+
+use serde::{Deserialize, Serialize};
+
+/// Longest list a filter may hold (rooms, senders, types), a bound on the
+/// work each sync does for it.
+pub const FILTER_LIST_LENGTH_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_data: Option<EventFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_fields: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_format: Option<EventFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<EventFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<RoomFilter>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    Client,
+    Federation,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_senders: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub senders: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_data: Option<RoomEventFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<RoomEventFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_leave: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RoomEventFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<RoomEventFilter>,
+}
+
+/// `RoomEventFilter` and `StateFilter` of the spec, which have the same fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomEventFilter {
+    #[serde(flatten)]
+    pub base: EventFilter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains_url: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_redundant_members: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy_load_members: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread_thread_notifications: Option<bool>,
+}
+
+/// Parses and validates a filter definition. The error says which field is wrong.
+pub fn parse_filter(value: serde_json::Value) -> Result<Filter, String> {
+    if !value.is_object() {
+        return Err("a filter is a JSON object".to_owned());
+    }
+    let filter: Filter = serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("invalid filter at `{}`: {}", e.path(), e.inner()))?;
+    filter.validate()?;
+    Ok(filter)
+}
+
+impl Filter {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(f) = &self.account_data {
+            f.validate("account_data")?;
+        }
+        if let Some(f) = &self.presence {
+            f.validate("presence")?;
+        }
+        if let Some(fields) = &self.event_fields {
+            check_len("event_fields", fields)?;
+        }
+        if let Some(room) = &self.room {
+            check_rooms("room.rooms", room.rooms.as_deref())?;
+            check_rooms("room.not_rooms", room.not_rooms.as_deref())?;
+            for (name, f) in [
+                ("room.account_data", &room.account_data),
+                ("room.ephemeral", &room.ephemeral),
+                ("room.state", &room.state),
+                ("room.timeline", &room.timeline),
+            ] {
+                if let Some(f) = f {
+                    f.validate(name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EventFilter {
+    fn validate(&self, at: &str) -> Result<(), String> {
+        if self.limit == Some(0) {
+            return Err(format!("`{at}.limit` must be a positive integer"));
+        }
+        for (name, list) in [
+            ("senders", &self.senders),
+            ("not_senders", &self.not_senders),
+        ] {
+            if let Some(list) = list {
+                check_len(&format!("{at}.{name}"), list)?;
+                if let Some(bad) = list.iter().find(|s| crate::ids::parse_user_id(s).is_none()) {
+                    return Err(format!(
+                        "`{at}.{name}` holds `{bad}`, which is not a user id"
+                    ));
+                }
+            }
+        }
+        for (name, list) in [("types", &self.types), ("not_types", &self.not_types)] {
+            if let Some(list) = list {
+                check_len(&format!("{at}.{name}"), list)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RoomEventFilter {
+    fn validate(&self, at: &str) -> Result<(), String> {
+        self.base.validate(at)?;
+        check_rooms(&format!("{at}.rooms"), self.rooms.as_deref())?;
+        check_rooms(&format!("{at}.not_rooms"), self.not_rooms.as_deref())
+    }
+}
+
+fn check_len(at: &str, list: &[String]) -> Result<(), String> {
+    if list.len() > FILTER_LIST_LENGTH_MAX {
+        return Err(format!(
+            "`{at}` holds more than {FILTER_LIST_LENGTH_MAX} entries"
+        ));
+    }
+    Ok(())
+}
+
+/// Room ids start with `!`; from room version 12 they carry no server name,
+/// so nothing more is parsed out of them.
+fn check_rooms(at: &str, rooms: Option<&[String]>) -> Result<(), String> {
+    let Some(rooms) = rooms else { return Ok(()) };
+    if rooms.len() > FILTER_LIST_LENGTH_MAX {
+        return Err(format!(
+            "`{at}` holds more than {FILTER_LIST_LENGTH_MAX} entries"
+        ));
+    }
+    match rooms.iter().find(|r| !r.starts_with('!') || r.len() > 255) {
+        Some(bad) => Err(format!("`{at}` holds `{bad}`, which is not a room id")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_the_spec_example() {
+        let f = parse_filter(json!({
+            "event_fields": ["type", "content", "sender"],
+            "event_format": "client",
+            "presence": {"not_senders": ["@alice:example.com"], "types": ["m.presence"]},
+            "room": {
+                "ephemeral": {"not_rooms": ["!726s6s6q:example.com"], "not_senders": ["@spam:example.com"], "types": ["m.receipt", "m.typing"]},
+                "rooms": ["!726s6s6q:example.com"],
+                "state": {"not_rooms": ["!726s6s6q:example.com"], "types": ["m.room.*"], "lazy_load_members": true},
+                "timeline": {"limit": 10, "not_rooms": ["!726s6s6q:example.com"], "not_senders": ["@spam:example.com"], "types": ["m.room.message"]}
+            }
+        }))
+        .unwrap();
+        assert_eq!(f.room.unwrap().timeline.unwrap().base.limit, Some(10));
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert!(parse_filter(json!({"event_format": "xml"})).is_err());
+        assert!(parse_filter(json!({"room": {"timeline": {"limit": "ten"}}})).is_err());
+        assert!(parse_filter(json!({"room": {"timeline": {"limit": 0}}})).is_err());
+        assert!(parse_filter(json!({"room": {"timeline": {"limit": -1}}})).is_err());
+        assert!(parse_filter(json!({"room": {"rooms": ["not-a-room"]}})).is_err());
+        assert!(parse_filter(json!({"presence": {"senders": ["nobody"]}})).is_err());
+        assert!(parse_filter(json!([])).is_err());
+    }
+
+    #[test]
+    fn error_names_the_field() {
+        let err = parse_filter(json!({"room": {"timeline": {"limit": "ten"}}})).unwrap_err();
+        assert!(err.contains("room.timeline"), "{err}");
+    }
+}

@@ -71,7 +71,8 @@ pub(crate) fn pending_error(pending: &[&Migration]) -> StorageError {
         .map(|m| format!("{:04}_{}", m.version, m.name))
         .collect();
     StorageError::Backend(format!(
-        "the database schema has {} pending migrations ({}); run `myelin migrate` or allow migrations at start-up",
+        "the database schema has {} pending migrations ({}); \
+         run `myelin migrate` or allow migrations at start-up",
         pending.len(),
         versions.join(", ")
     ))

@@ -62,9 +62,9 @@ impl PostgresStorage {
     /// Connects to `url` (`postgres://user:password@host:port/database`, no
     /// TLS), and applies pending migrations if `options.migrate`.
     pub async fn open(url: &str, options: &OpenOptions) -> StorageResult<(Self, MigrationReport)> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StorageError::Connect(format!("invalid PostgreSQL URL: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StorageError::Connect(format!("invalid PostgreSQL URL: {}", error_text(&e)))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -87,7 +87,10 @@ impl PostgresStorage {
         // Connect now, so an unreachable server fails the start, not the
         // first request.
         drop(pool.get().await.map_err(|e| {
-            StorageError::Connect(format!("cannot connect to PostgreSQL at {target}: {e}"))
+            StorageError::Connect(format!(
+                "cannot connect to PostgreSQL at {target}: {}",
+                pool_error_text(&e)
+            ))
         })?);
         let store = Self { pool };
         let report = store.migrate_schema(options.migrate).await?;
@@ -168,8 +171,10 @@ impl PostgresStorage {
             if !done {
                 tx.batch_execute(migration.sql).await.map_err(|e| {
                     StorageError::Backend(format!(
-                        "migration {:04}_{} failed: {e}",
-                        migration.version, migration.name
+                        "migration {:04}_{} failed: {}",
+                        migration.version,
+                        migration.name,
+                        error_text(&e)
                     ))
                 })?;
                 execute(
@@ -279,16 +284,43 @@ fn db_error(e: tokio_postgres::Error) -> StorageError {
             .as_db_error()
             .and_then(|db| db.constraint())
             .unwrap_or("unique key");
-        return StorageError::Conflict(format!("{constraint}: {e}"));
+        return StorageError::Conflict(format!("{constraint}: {}", error_text(&e)));
     }
-    StorageError::Backend(e.to_string())
+    StorageError::Backend(error_text(&e))
 }
 
 fn pool_error(e: PoolError) -> StorageError {
     match e {
         PoolError::Backend(e) => db_error(e),
         PoolError::Closed => StorageError::Backend("the database is closed".to_owned()),
-        e => StorageError::Backend(format!("no database connection: {e}")),
+        e => StorageError::Backend(format!("no database connection: {}", pool_error_text(&e))),
+    }
+}
+
+/// Sources followed when describing an error.
+const ERROR_SOURCES_MAX: usize = 8;
+
+/// An error with its sources: tokio-postgres keeps the useful part (the
+/// server's message, the OS error) in the source, out of its `Display`.
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    for _ in 0..ERROR_SOURCES_MAX {
+        let Some(cause) = source else { break };
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// deadpool's `Display` already includes its backend error, but not that
+/// error's sources.
+fn pool_error_text(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => error_text(e),
+        PoolError::Timeout(_) => format!("{e} (the server did not answer in time)"),
+        e => error_text(e),
     }
 }
 
@@ -385,8 +417,10 @@ async fn delete_devices(
         ),
         Devices::AllBut(keep) => (
             &[
-                "DELETE FROM access_tokens WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
-                "DELETE FROM refresh_tokens WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
+                "DELETE FROM access_tokens
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
+                "DELETE FROM refresh_tokens
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
                 "DELETE FROM devices WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
             ],
             keep,
@@ -406,7 +440,8 @@ async fn insert_session(
     execute(
         client,
         "INSERT INTO access_tokens
-         (digest, user_id, device_id, expires_ms, refresh_digest, predecessor_refresh_digest, created_ms)
+         (digest, user_id, device_id, expires_ms, refresh_digest, predecessor_refresh_digest,
+          created_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &session.access_digest,
@@ -441,9 +476,17 @@ async fn insert_session(
 impl UserStore for PostgresStorage {
     async fn create_user(&self, user: NewUser) -> StorageResult<()> {
         self.execute(
-            "INSERT INTO users (user_id, localpart, password_hash, admin, deactivated, created_ms, displayname)
+            "INSERT INTO users (user_id, localpart, password_hash, admin, deactivated, created_ms,
+                 displayname)
              VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
-            &[&user.user_id, &user.localpart, &user.password_hash, &user.admin, &user.created_ms, &user.displayname],
+            &[
+                &user.user_id,
+                &user.localpart,
+                &user.password_hash,
+                &user.admin,
+                &user.created_ms,
+                &user.displayname,
+            ],
         )
         .await?;
         Ok(())
@@ -451,7 +494,8 @@ impl UserStore for PostgresStorage {
 
     async fn user(&self, user_id: &str) -> StorageResult<Option<User>> {
         self.query_opt(
-            "SELECT user_id, localpart, password_hash, admin, deactivated, created_ms, displayname, avatar_url
+            "SELECT user_id, localpart, password_hash, admin, deactivated, created_ms, displayname,
+                    avatar_url
              FROM users WHERE user_id = $1",
             &[&user_id],
         )
@@ -477,7 +521,8 @@ impl UserStore for PostgresStorage {
         // deactivations of the same account.
         execute(
             &tx,
-            "UPDATE users SET deactivated = TRUE, password_hash = NULL, displayname = NULL, avatar_url = NULL
+            "UPDATE users
+             SET deactivated = TRUE, password_hash = NULL, displayname = NULL, avatar_url = NULL
              WHERE user_id = $1",
             &[&user_id],
         )
@@ -510,7 +555,8 @@ impl UserStore for PostgresStorage {
             .query(
                 "SELECT user_id, displayname, avatar_url FROM users
                  WHERE NOT deactivated
-                   AND (lower(user_id) LIKE $1 ESCAPE '\\' OR lower(displayname) LIKE $1 ESCAPE '\\')
+                   AND (lower(user_id) LIKE $1 ESCAPE '\\'
+                        OR lower(displayname) LIKE $1 ESCAPE '\\')
                  ORDER BY user_id LIMIT $2",
                 &[&pattern, &i64::from(limit)],
             )
@@ -547,12 +593,19 @@ impl DeviceStore for PostgresStorage {
         let tx = client.transaction().await.map_err(db_error)?;
         execute(
             &tx,
-            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ms, created_ms)
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ms,
+                 created_ms)
              VALUES ($1, $2, $3, $4, $5, $5)
              ON CONFLICT (user_id, device_id) DO UPDATE
              SET last_seen_ip = COALESCE(excluded.last_seen_ip, devices.last_seen_ip),
                  last_seen_ms = excluded.last_seen_ms",
-            &[&session.user_id, &session.device_id, &display_name, &ip, &session.created_ms],
+            &[
+                &session.user_id,
+                &session.device_id,
+                &display_name,
+                &ip,
+                &session.created_ms,
+            ],
         )
         .await?;
         insert_session(&tx, &session, None).await?;
@@ -562,7 +615,8 @@ impl DeviceStore for PostgresStorage {
     async fn access_token(&self, digest: &[u8]) -> StorageResult<Option<AccessToken>> {
         let Some(row) = self
             .query_opt(
-                "SELECT user_id, device_id, expires_ms, digest, predecessor_refresh_digest IS NOT NULL
+                "SELECT user_id, device_id, expires_ms, digest,
+                    predecessor_refresh_digest IS NOT NULL
                  FROM access_tokens WHERE digest = $1",
                 &[&digest],
             )
@@ -614,7 +668,11 @@ impl DeviceStore for PostgresStorage {
 
     async fn refresh_token(&self, digest: &[u8]) -> StorageResult<Option<RefreshToken>> {
         let Some(row) = self
-            .query_opt("SELECT user_id, device_id, expires_ms, digest FROM refresh_tokens WHERE digest = $1", &[&digest])
+            .query_opt(
+                "SELECT user_id, device_id, expires_ms, digest FROM refresh_tokens
+                 WHERE digest = $1",
+                &[&digest],
+            )
             .await?
         else {
             return Ok(None);
@@ -785,7 +843,8 @@ impl AccountDataStore for PostgresStorage {
         data_type: &str,
     ) -> StorageResult<Option<serde_json::Value>> {
         self.query_opt(
-            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
+            "SELECT content FROM account_data
+             WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
             &[&user_id, &room_id.unwrap_or(""), &data_type],
         )
         .await?
@@ -805,7 +864,8 @@ impl FilterStore for PostgresStorage {
         let client = self.client().await?;
         query_one(
             &client,
-            "INSERT INTO filters (user_id, filter_id, definition) VALUES ($1, nextval('filter_id')::TEXT, $2)
+            "INSERT INTO filters (user_id, filter_id, definition)
+             VALUES ($1, nextval('filter_id')::TEXT, $2)
              RETURNING filter_id",
             &[&user_id, &definition],
         )
@@ -833,8 +893,14 @@ impl FilterStore for PostgresStorage {
 impl RegistrationTokenStore for PostgresStorage {
     async fn create_registration_token(&self, token: RegistrationToken) -> StorageResult<()> {
         self.execute(
-            "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ms) VALUES ($1, $2, $3, $4)",
-            &[&token.token, &token.uses_allowed, &token.completed, &token.expiry_ms],
+            "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ms)
+                 VALUES ($1, $2, $3, $4)",
+            &[
+                &token.token,
+                &token.uses_allowed,
+                &token.completed,
+                &token.expiry_ms,
+            ],
         )
         .await?;
         Ok(())
@@ -842,7 +908,8 @@ impl RegistrationTokenStore for PostgresStorage {
 
     async fn registration_token(&self, token: &str) -> StorageResult<Option<RegistrationToken>> {
         self.query_opt(
-            "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens WHERE token = $1",
+            "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens
+                 WHERE token = $1",
             &[&token],
         )
         .await?
@@ -853,7 +920,8 @@ impl RegistrationTokenStore for PostgresStorage {
 
     async fn registration_tokens(&self) -> StorageResult<Vec<RegistrationToken>> {
         self.query(
-            "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens ORDER BY token LIMIT $1",
+            "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens
+                 ORDER BY token LIMIT $1",
             &[&LIST_MAX],
         )
         .await?

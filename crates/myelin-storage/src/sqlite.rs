@@ -230,7 +230,8 @@ const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrat
 fn migrate_schema(conn: &mut Connection, apply: bool) -> StorageResult<MigrationReport> {
     let exists: bool = conn
         .query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations')",
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                 WHERE type = 'table' AND name = 'schema_migrations')",
             [],
             |row| row.get(0),
         )
@@ -448,7 +449,9 @@ impl UserStore for SqliteStorage {
     async fn create_user(&self, user: NewUser) -> StorageResult<()> {
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO users (user_id, localpart, password_hash, admin, deactivated, created_ms, displayname)
+                "INSERT INTO users
+                 (user_id, localpart, password_hash, admin, deactivated, created_ms,
+                 displayname)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
             )?
             .execute(params![
@@ -468,7 +471,9 @@ impl UserStore for SqliteStorage {
         let user_id = user_id.to_owned();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT user_id, localpart, password_hash, admin, deactivated, created_ms, displayname, avatar_url
+                "SELECT user_id, localpart, password_hash, admin, deactivated, created_ms,
+                    displayname,
+                    avatar_url
                  FROM users WHERE user_id = ?1",
             )?
             .query_row([user_id], user_from_row)
@@ -491,7 +496,8 @@ impl UserStore for SqliteStorage {
         let user_id = user_id.to_owned();
         self.write(move |tx| {
             tx.prepare_cached(
-                "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL
+                "UPDATE users
+                 SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL
                  WHERE user_id = ?1",
             )?
             .execute([&user_id])?;
@@ -527,11 +533,16 @@ impl UserStore for SqliteStorage {
             let mut stmt = conn.prepare_cached(
                 "SELECT user_id, displayname, avatar_url FROM users
                  WHERE deactivated = 0
-                   AND (myelin_lower(user_id) LIKE ?1 ESCAPE '\\' OR myelin_lower(displayname) LIKE ?1 ESCAPE '\\')
+                   AND (myelin_lower(user_id) LIKE ?1 ESCAPE '\\'
+                        OR myelin_lower(displayname) LIKE ?1 ESCAPE '\\')
                  ORDER BY user_id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![pattern, i64::from(limit)], |row| {
-                Ok(DirectoryUser { user_id: row.get(0)?, displayname: row.get(1)?, avatar_url: row.get(2)? })
+                Ok(DirectoryUser {
+                    user_id: row.get(0)?,
+                    displayname: row.get(1)?,
+                    avatar_url: row.get(2)?,
+                })
             })?;
             rows.collect()
         })
@@ -558,13 +569,20 @@ impl DeviceStore for SqliteStorage {
         let (display_name, ip) = (display_name.map(str::to_owned), ip.map(str::to_owned));
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ms, created_ms)
+                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ms,
+                 created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                  ON CONFLICT (user_id, device_id) DO UPDATE
                  SET last_seen_ip = COALESCE(excluded.last_seen_ip, devices.last_seen_ip),
                      last_seen_ms = excluded.last_seen_ms",
             )?
-            .execute(params![session.user_id, session.device_id, display_name, ip, session.created_ms])?;
+            .execute(params![
+                session.user_id,
+                session.device_id,
+                display_name,
+                ip,
+                session.created_ms
+            ])?;
             insert_session(tx, &session, None)
         })
         .await
@@ -574,7 +592,8 @@ impl DeviceStore for SqliteStorage {
         let digest = digest.to_vec();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT user_id, device_id, expires_ms, digest, predecessor_refresh_digest IS NOT NULL
+                "SELECT user_id, device_id, expires_ms, digest,
+                    predecessor_refresh_digest IS NOT NULL
                  FROM access_tokens WHERE digest = ?1",
             )?
             .query_row([digest], |row| {
@@ -611,16 +630,19 @@ impl DeviceStore for SqliteStorage {
     async fn refresh_token(&self, digest: &[u8]) -> StorageResult<Option<RefreshToken>> {
         let digest = digest.to_vec();
         self.read(move |conn| {
-            conn.prepare_cached("SELECT user_id, device_id, expires_ms, digest FROM refresh_tokens WHERE digest = ?1")?
-                .query_row([digest], |row| {
-                    Ok(RefreshToken {
-                        user_id: row.get(0)?,
-                        device_id: row.get(1)?,
-                        expires_ms: row.get(2)?,
-                        digest: row.get(3)?,
-                    })
+            conn.prepare_cached(
+                "SELECT user_id, device_id, expires_ms, digest FROM refresh_tokens
+                 WHERE digest = ?1",
+            )?
+            .query_row([digest], |row| {
+                Ok(RefreshToken {
+                    user_id: row.get(0)?,
+                    device_id: row.get(1)?,
+                    expires_ms: row.get(2)?,
+                    digest: row.get(3)?,
                 })
-                .optional()
+            })
+            .optional()
         })
         .await
     }
@@ -758,7 +780,8 @@ fn insert_session(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO access_tokens
-         (digest, user_id, device_id, expires_ms, refresh_digest, predecessor_refresh_digest, created_ms)
+         (digest, user_id, device_id, expires_ms, refresh_digest, predecessor_refresh_digest,
+          created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
@@ -828,7 +851,8 @@ impl AccountDataStore for SqliteStorage {
         );
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT content FROM account_data WHERE user_id = ?1 AND room_id = ?2 AND data_type = ?3",
+                "SELECT content FROM account_data
+                 WHERE user_id = ?1 AND room_id = ?2 AND data_type = ?3",
             )?
             .query_row([user_id, room_id, data_type], |row| json_column(row, 0))
             .optional()
@@ -879,9 +903,15 @@ impl RegistrationTokenStore for SqliteStorage {
     async fn create_registration_token(&self, token: RegistrationToken) -> StorageResult<()> {
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO registration_tokens (token, uses_allowed, completed, expiry_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![token.token, token.uses_allowed, token.completed, token.expiry_ms])?;
+            .execute(params![
+                token.token,
+                token.uses_allowed,
+                token.completed,
+                token.expiry_ms
+            ])?;
             Ok(())
         })
         .await
@@ -891,7 +921,8 @@ impl RegistrationTokenStore for SqliteStorage {
         let token = token.to_owned();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens WHERE token = ?1",
+                "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens
+                 WHERE token = ?1",
             )?
             .query_row([token], registration_token_from_row)
             .optional()
@@ -902,7 +933,8 @@ impl RegistrationTokenStore for SqliteStorage {
     async fn registration_tokens(&self) -> StorageResult<Vec<RegistrationToken>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens ORDER BY token LIMIT ?1",
+                "SELECT token, uses_allowed, completed, expiry_ms FROM registration_tokens
+                 ORDER BY token LIMIT ?1",
             )?;
             let rows = stmt.query_map([LIST_MAX], registration_token_from_row)?;
             rows.collect()
@@ -945,7 +977,8 @@ impl UiaStore for SqliteStorage {
         let data = to_json(&session.data)?;
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO uia_sessions (session_id, user_id, purpose, completed, data, expires_ms)
+                "INSERT INTO uia_sessions
+                 (session_id, user_id, purpose, completed, data, expires_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
@@ -999,7 +1032,8 @@ impl UiaStore for SqliteStorage {
             tx.prepare_cached(
                 "UPDATE uia_sessions
                  SET completed = CASE
-                         WHEN EXISTS (SELECT 1 FROM json_each(uia_sessions.completed) WHERE value = ?2)
+                         WHEN EXISTS (SELECT 1 FROM json_each(uia_sessions.completed)
+                                     WHERE value = ?2)
                          THEN completed
                          ELSE json_insert(completed, '$[#]', ?2)
                      END,

@@ -29,8 +29,15 @@ pub struct TestDb {
 }
 
 enum Kind {
-    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
-    Postgres { admin_url: String, name: String, url: String },
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
 }
 
 impl TestDb {
@@ -39,10 +46,13 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("cannot create a temporary directory");
                 let path = dir.path().join("nested").join("myelin.db");
-                Self { kind: Kind::Sqlite { _dir: dir, path } }
+                Self {
+                    kind: Kind::Sqlite { _dir: dir, path },
+                }
             }
             Backend::Postgres => {
-                let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| POSTGRES_URL_DEFAULT.to_owned());
+                let admin_url = std::env::var(POSTGRES_URL_VAR)
+                    .unwrap_or_else(|_| POSTGRES_URL_DEFAULT.to_owned());
                 let name = format!("myelin_test_{:016x}", rand::random::<u64>());
                 let admin = pg_connect(&admin_url).await;
                 admin
@@ -50,20 +60,31 @@ impl TestDb {
                     .await
                     .unwrap_or_else(|e| panic!("cannot CREATE DATABASE on {admin_url}: {e}"));
                 let url = with_database(&admin_url, &name);
-                Self { kind: Kind::Postgres { admin_url, name, url } }
+                Self {
+                    kind: Kind::Postgres {
+                        admin_url,
+                        name,
+                        url,
+                    },
+                }
             }
         }
     }
 
     /// Opens the storage on this database (as a server start would).
-    pub async fn open(&self, options: &OpenOptions) -> StorageResult<(DynStorage, MigrationReport)> {
+    pub async fn open(
+        &self,
+        options: &OpenOptions,
+    ) -> StorageResult<(DynStorage, MigrationReport)> {
         match &self.kind {
             Kind::Sqlite { path, .. } => {
-                let (store, report) = myelin_storage::sqlite::SqliteStorage::open(path, options).await?;
+                let (store, report) =
+                    myelin_storage::sqlite::SqliteStorage::open(path, options).await?;
                 Ok((Arc::new(store), report))
             }
             Kind::Postgres { url, .. } => {
-                let (store, report) = myelin_storage::postgres::PostgresStorage::open(url, options).await?;
+                let (store, report) =
+                    myelin_storage::postgres::PostgresStorage::open(url, options).await?;
                 Ok((Arc::new(store), report))
             }
         }
@@ -75,15 +96,22 @@ impl TestDb {
             Kind::Sqlite { path, .. } => {
                 let (path, sql) = (path.clone(), sql.to_owned());
                 tokio::task::spawn_blocking(move || {
-                    let conn = rusqlite::Connection::open(&path).expect("cannot open the SQLite file");
-                    conn.busy_timeout(Duration::from_secs(5)).expect("busy_timeout");
-                    conn.execute_batch(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    let conn =
+                        rusqlite::Connection::open(&path).expect("cannot open the SQLite file");
+                    conn.busy_timeout(Duration::from_secs(5))
+                        .expect("busy_timeout");
+                    conn.execute_batch(&sql)
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 })
                 .await
                 .expect("SQLite task panicked");
             }
             Kind::Postgres { url, .. } => {
-                pg_connect(url).await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                pg_connect(url)
+                    .await
+                    .batch_execute(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
             }
         }
     }
@@ -94,14 +122,20 @@ impl TestDb {
             Kind::Sqlite { path, .. } => {
                 let (path, sql) = (path.clone(), sql.to_owned());
                 tokio::task::spawn_blocking(move || {
-                    let conn = rusqlite::Connection::open(&path).expect("cannot open the SQLite file");
-                    conn.query_row(&sql, [], |row| row.get(0)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    let conn =
+                        rusqlite::Connection::open(&path).expect("cannot open the SQLite file");
+                    conn.query_row(&sql, [], |row| row.get(0))
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
                 })
                 .await
                 .expect("SQLite task panicked")
             }
             Kind::Postgres { url, .. } => {
-                let row = pg_connect(url).await.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let row = pg_connect(url)
+                    .await
+                    .query_one(sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 row.get(0)
             }
         }
@@ -110,9 +144,15 @@ impl TestDb {
     /// Drops the PostgreSQL database (best effort); SQLite's directory goes
     /// with `self`.
     async fn cleanup(&self) {
-        if let Kind::Postgres { admin_url, name, .. } = &self.kind {
+        if let Kind::Postgres {
+            admin_url, name, ..
+        } = &self.kind
+        {
             let admin = pg_connect(admin_url).await;
-            if let Err(e) = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await {
+            if let Err(e) = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+            {
                 eprintln!("could not drop test database {name}: {e}");
             }
         }
@@ -166,11 +206,14 @@ async fn pg_connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = match tokio::time::timeout(ADMIN_CONNECT_TIMEOUT, connect).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => panic!(
-            "PostgreSQL for the contract tests is unreachable at {url}: {e}; start it, or set {POSTGRES_URL_VAR} \
-             to a server where this user may CREATE DATABASE"
+            "PostgreSQL for the contract tests is unreachable at {url}: {e}: {}; \
+             start it, or set {POSTGRES_URL_VAR} \
+             to a server where this user may CREATE DATABASE",
+            std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
         ),
         Err(_) => panic!(
-            "PostgreSQL for the contract tests did not answer at {url} within {ADMIN_CONNECT_TIMEOUT:?}; start it, \
+            "PostgreSQL for the contract tests did not answer at {url} \
+             within {ADMIN_CONNECT_TIMEOUT:?}; start it, \
              or set {POSTGRES_URL_VAR}"
         ),
     };

@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(client::routes());
     if metrics_enabled {
+        // Install the recorder before the first request is counted.
+        metrics::handle();
         app = app.route("/metrics", get(metrics::render));
     }
     app.fallback(unrecognized)

@@ -27,6 +27,9 @@ pub struct Limits {
     pub login: RateLimiter,
     pub login_per_account: RateLimiter,
     pub registration: RateLimiter,
+    /// Registration attempts per requested username, whatever the address
+    /// (same bucket settings as `registration`).
+    pub registration_per_username: RateLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -42,6 +45,7 @@ impl AppState {
             login: RateLimiter::new(config.rate_limits.login),
             login_per_account: RateLimiter::new(config.rate_limits.login_per_account),
             registration: RateLimiter::new(config.rate_limits.registration),
+            registration_per_username: RateLimiter::new(config.rate_limits.registration),
         };
         Self(Arc::new(Inner {
             config,

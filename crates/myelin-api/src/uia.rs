@@ -6,6 +6,7 @@
 //! completed so far. Sessions live in the database (any node of a cluster can
 //! continue one), expire, and are bound to one purpose and one user.
 
+use axum::http::StatusCode;
 use myelin_core::secrets::{random_alphanumeric, verify_password};
 use myelin_core::time::now_ms;
 use myelin_core::{ErrorKind, MatrixError};
@@ -68,20 +69,32 @@ impl UiaRequest<'_> {
         };
 
         let Some(stage) = auth.get("type") else {
-            // Only the session: tell the client where it stands.
+            // Only the session: the request goes through if a flow is already
+            // complete (the spec's retry after an out-of-band stage or a failed
+            // request), else the client learns where it stands.
+            if self.flow_done(&session) {
+                return Ok(UiaCompleted {
+                    session_id: session.session_id,
+                    data: session.data,
+                });
+            }
             return Err(self.challenge(&session, None));
         };
         let stage = stage
             .as_str()
             .ok_or_else(|| MatrixError::bad_json("`auth.type` must be a string"))?;
         if !self.flows.iter().flatten().any(|s| *s == stage) {
-            return Err(MatrixError::new(
-                ErrorKind::Unrecognized {
-                    method_not_allowed: false,
-                },
-                format!("Authentication stage {stage} is not offered here"),
-            )
-            .into());
+            // 400, not the 404 of `M_UNRECOGNIZED` by default: the endpoint
+            // exists, and clients read 404 `M_UNRECOGNIZED` as "unsupported endpoint".
+            return Err(ApiError::WithStatus(
+                StatusCode::BAD_REQUEST,
+                MatrixError::new(
+                    ErrorKind::Unrecognized {
+                        method_not_allowed: false,
+                    },
+                    format!("Authentication stage {stage} is not offered here"),
+                ),
+            ));
         }
 
         let mut data = session.data.clone();
@@ -99,11 +112,7 @@ impl UiaRequest<'_> {
         }
         session.data = data;
 
-        let done = self.flows.iter().any(|flow| {
-            flow.iter()
-                .all(|s| session.completed.iter().any(|c| c == s))
-        });
-        if done {
+        if self.flow_done(&session) {
             Ok(UiaCompleted {
                 session_id: session.session_id,
                 data: session.data,
@@ -111,6 +120,14 @@ impl UiaRequest<'_> {
         } else {
             Err(self.challenge(&session, None))
         }
+    }
+
+    /// Whether the session's completed stages make up a whole flow.
+    fn flow_done(&self, session: &UiaSession) -> bool {
+        self.flows.iter().any(|flow| {
+            flow.iter()
+                .all(|s| session.completed.iter().any(|c| c == s))
+        })
     }
 
     async fn new_session(&self, state: &AppState, now: i64) -> ApiResult<UiaSession> {

@@ -77,11 +77,22 @@ pub async fn update_device(
         ))
         .into());
     }
-    if !state
-        .storage
-        .set_device_display_name(&me.user_id, &device_id, req.display_name.as_deref())
-        .await?
-    {
+    // No display_name leaves the name unchanged (the spec); the device must
+    // still exist.
+    let found = match req.display_name.as_deref() {
+        Some(name) => {
+            state
+                .storage
+                .set_device_display_name(&me.user_id, &device_id, Some(name))
+                .await?
+        }
+        None => state
+            .storage
+            .device(&me.user_id, &device_id)
+            .await?
+            .is_some(),
+    };
+    if !found {
         return Err(MatrixError::not_found("No such device").into());
     }
     Ok(Json(json!({})))

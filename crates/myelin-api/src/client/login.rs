@@ -94,25 +94,30 @@ pub async fn login(
         .password
         .ok_or_else(|| MatrixError::missing_param("`password` is required"))?;
 
-    rate_limit(&state, &ip, &named)?;
-    let forbidden = || MatrixError::forbidden("Invalid username or password");
     let user_id = resolve_local_user(&state, &named);
+    // Keyed by the account, so its every spelling (localpart, full id, any
+    // case) shares one limit.
+    rate_limit(&state, &ip, user_id.as_deref().unwrap_or(&named))?;
+    let forbidden = || MatrixError::forbidden("Invalid username or password");
     let user = match &user_id {
         Some(id) => state.storage.user(id).await?,
         None => None,
     };
     // Verify even when the user is unknown, so timing does not tell.
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    if !check_password(&password, hash).await {
-        return Err(forbidden().into());
-    }
+    let verified = check_password(&password, hash).await;
     let user = user.ok_or_else(forbidden)?;
+    // Deactivation dropped the password hash, so no password verifies: say
+    // why (`M_USER_DEACTIVATED`, as Synapse does) rather than `M_FORBIDDEN`.
     if user.deactivated {
         return Err(MatrixError::new(
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
         )
         .into());
+    }
+    if !verified {
+        return Err(forbidden().into());
     }
 
     let device_id = device_id_or_new(req.device_id)?;

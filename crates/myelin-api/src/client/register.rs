@@ -167,6 +167,16 @@ pub async fn register(
     let localpart = match &req.username {
         Some(username) => {
             let localpart = requested_localpart(&state, username)?;
+            state
+                .limits
+                .registration_per_username
+                .check(&localpart)
+                .map_err(|retry_after_ms| {
+                    MatrixError::new(
+                        ErrorKind::LimitExceeded { retry_after_ms },
+                        "Too many registration requests",
+                    )
+                })?;
             ensure_available(&state, &localpart).await?;
             Some(localpart)
         }
@@ -175,6 +185,8 @@ pub async fn register(
     if let Some(password) = &req.password {
         check_password_policy(&state, password)?;
     }
+    // Checked before the account exists, so a bad one leaves nothing behind.
+    let device_id = device_id_or_new(req.device_id)?;
 
     let uia = UiaRequest {
         purpose: "register",
@@ -208,7 +220,6 @@ pub async fn register(
     let mut body = Map::new();
     body.insert("user_id".into(), json!(user_id));
     if !req.inhibit_login {
-        let device_id = device_id_or_new(req.device_id)?;
         let issued = session::issue(
             &state,
             &user_id,

@@ -127,6 +127,35 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// The running server's storage, to set up what no endpoint creates
+    /// (registration tokens, for instance).
+    pub fn storage(&self) -> &myelin_storage::DynStorage {
+        &self.server.as_ref().expect("the server is running").storage
+    }
+
+    /// The full URL of a path on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a hand-built request (for headers); returns the status, the
+    /// response headers and the JSON body (`Null` if none, a string if not JSON).
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let resp = req.send().await.expect("the request is sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("the body is read");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, json)
+    }
+
     /// Sends a request; returns the status and the JSON body (`Null` if none).
     pub async fn request(
         &self,

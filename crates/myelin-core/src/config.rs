@@ -402,7 +402,13 @@ impl Config {
             None if self.server_name == "localhost"
                 || self.server_name.starts_with("localhost:") =>
             {
-                format!("http://{}/", self.listen)
+                // A wildcard address is not one a client can reach.
+                match self.listen_addr() {
+                    Ok(addr) if addr.ip().is_unspecified() => {
+                        format!("http://localhost:{}/", addr.port())
+                    }
+                    _ => format!("http://{}/", self.listen),
+                }
             }
             None => format!("https://{}/", self.server_name),
         };
@@ -796,5 +802,10 @@ mod tests {
         assert_eq!(c.media_path(), PathBuf::from("/d/media"));
         assert_eq!(c.public_baseurl(), "http://127.0.0.1:8008/");
         assert_eq!(c.well_known_server(), "localhost:443");
+        let c = Config {
+            listen: "0.0.0.0:8008".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.public_baseurl(), "http://localhost:8008/");
     }
 }

@@ -84,13 +84,41 @@ pub struct RoomEventFilter {
 
 /// Parses and validates a filter definition. The error says which field is wrong.
 pub fn parse_filter(value: serde_json::Value) -> Result<Filter, String> {
-    if !value.is_object() {
-        return Err("a filter is a JSON object".to_owned());
-    }
+    check_objects(&value, FILTER_OBJECT_PATHS)?;
     let filter: Filter = serde_path_to_error::deserialize(value)
         .map_err(|e| format!("invalid filter at `{}`: {}", e.path(), e.inner()))?;
     filter.validate()?;
     Ok(filter)
+}
+
+/// The parts of a filter that are objects. serde would also read a struct
+/// from a JSON array, which the spec does not allow.
+const FILTER_OBJECT_PATHS: &[&str] = &[
+    "",
+    "account_data",
+    "presence",
+    "room",
+    "room.account_data",
+    "room.ephemeral",
+    "room.state",
+    "room.timeline",
+];
+
+fn check_objects(root: &serde_json::Value, paths: &[&str]) -> Result<(), String> {
+    for path in paths {
+        let node = if path.is_empty() {
+            Some(root)
+        } else {
+            path.split('.').try_fold(root, |node, key| node.get(key))
+        };
+        if let Some(node) = node
+            && !node.is_object()
+        {
+            let at = if path.is_empty() { "the filter" } else { path };
+            return Err(format!("`{at}` must be a JSON object"));
+        }
+    }
+    Ok(())
 }
 
 impl Filter {
@@ -212,6 +240,8 @@ mod tests {
         assert!(parse_filter(json!({"room": {"rooms": ["not-a-room"]}})).is_err());
         assert!(parse_filter(json!({"presence": {"senders": ["nobody"]}})).is_err());
         assert!(parse_filter(json!([])).is_err());
+        assert!(parse_filter(json!({"presence": []})).is_err());
+        assert!(parse_filter(json!({"room": {"timeline": [10]}})).is_err());
     }
 
     #[test]

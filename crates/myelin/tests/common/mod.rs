@@ -312,3 +312,21 @@ macro_rules! backend_tests {
         }
     };
 }
+
+impl Drop for TestServer {
+    /// A test that panicked before `stop()` still drops its PostgreSQL
+    /// database (`WITH (FORCE)` ends the server's open connections).
+    fn drop(&mut self) {
+        if let Some(db) = self.postgres_db.take() {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(drop_postgres_database(&db));
+                }
+            })
+            .join();
+        }
+    }
+}

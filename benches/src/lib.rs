@@ -26,7 +26,15 @@ pub async fn state_with_sessions(
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
-    let state = AppState::new(config, storage, SigningKey::generate());
+    let key = SigningKey::generate();
+    let rooms = myelin_rooms::LocalRoomWriter::new(
+        storage.clone(),
+        config.server_name.clone(),
+        key.clone(),
+    )
+    .await
+    .expect("room writer");
+    let state = AppState::new(config, storage, key, std::sync::Arc::new(rooms));
     let mut tokens = Vec::with_capacity(users);
     for i in 0..users {
         let user_id = format!("@bench{i}:localhost");

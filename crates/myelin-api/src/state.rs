@@ -4,6 +4,7 @@
 use myelin_core::Config;
 use myelin_core::secrets::PasswordCost;
 use myelin_core::signing_key::SigningKey;
+use myelin_rooms::LocalRoomWriter;
 use myelin_storage::DynStorage;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,10 @@ pub struct Inner {
     pub config: Config,
     pub storage: DynStorage,
     pub signing_key: SigningKey,
+    /// The room writer (in a cluster, a router to each room's owner).
+    pub rooms: Arc<LocalRoomWriter>,
+    /// Who is typing where.
+    pub typing: myelin_rooms::Typing,
     pub limits: Limits,
     /// When each device was last recorded as seen by this process, so
     /// `last_seen_ts` is written at most once per [`crate::auth::SEEN_WRITE_INTERVAL_MS`].
@@ -40,17 +45,25 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, storage: DynStorage, signing_key: SigningKey) -> Self {
+    pub fn new(
+        config: Config,
+        storage: DynStorage,
+        signing_key: SigningKey,
+        rooms: Arc<LocalRoomWriter>,
+    ) -> Self {
         let limits = Limits {
             login: RateLimiter::new(config.rate_limits.login),
             login_per_account: RateLimiter::new(config.rate_limits.login_per_account),
             registration: RateLimiter::new(config.rate_limits.registration),
             registration_per_username: RateLimiter::new(config.rate_limits.registration),
         };
+        let typing = myelin_rooms::Typing::new(rooms.notifier().clone());
         Self(Arc::new(Inner {
             config,
             storage,
             signing_key,
+            rooms,
+            typing,
             limits,
             seen: Mutex::new(HashMap::new()),
         }))

@@ -45,6 +45,10 @@ pub enum ErrorKind {
     GuestAccessForbidden,
     WeakPassword,
     ThreepidNotFound,
+    RoomInUse,
+    UnsupportedRoomVersion,
+    InvalidRoomState,
+    BadAlias,
     /// 500: the detail goes to the log, never to the client.
     Internal,
 }
@@ -73,6 +77,10 @@ impl ErrorKind {
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
+            Self::BadAlias => "M_BAD_ALIAS",
         }
     }
 }

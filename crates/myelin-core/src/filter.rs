@@ -91,6 +91,17 @@ pub fn parse_filter(value: serde_json::Value) -> Result<Filter, String> {
     Ok(filter)
 }
 
+/// Parses and validates a `RoomEventFilter` given on its own (the `filter`
+/// parameter of `/rooms/{roomId}/messages` and `/rooms/{roomId}/context`).
+/// The error says which field is wrong.
+pub fn parse_room_event_filter(value: serde_json::Value) -> Result<RoomEventFilter, String> {
+    check_objects(&value, &[""])?;
+    let filter: RoomEventFilter = serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("invalid filter at `{}`: {}", e.path(), e.inner()))?;
+    filter.validate("filter")?;
+    Ok(filter)
+}
+
 /// The parts of a filter that are objects. serde would also read a struct
 /// from a JSON array, which the spec does not allow.
 const FILTER_OBJECT_PATHS: &[&str] = &[
@@ -242,6 +253,20 @@ mod tests {
         assert!(parse_filter(json!([])).is_err());
         assert!(parse_filter(json!({"presence": []})).is_err());
         assert!(parse_filter(json!({"room": {"timeline": [10]}})).is_err());
+    }
+
+    #[test]
+    fn room_event_filter_alone() {
+        let f = parse_room_event_filter(
+            json!({"types": ["m.room.*"], "lazy_load_members": true, "contains_url": false}),
+        )
+        .unwrap();
+        assert_eq!(f.base.types, Some(vec!["m.room.*".to_owned()]));
+        assert_eq!(f.lazy_load_members, Some(true));
+        assert!(parse_room_event_filter(json!([])).is_err());
+        assert!(parse_room_event_filter(json!({"senders": ["nobody"]})).is_err());
+        assert!(parse_room_event_filter(json!({"limit": 0})).is_err());
+        assert!(parse_room_event_filter(json!({"contains_url": "yes"})).is_err());
     }
 
     #[test]

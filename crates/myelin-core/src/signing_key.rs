@@ -111,9 +111,16 @@ impl SigningKey {
                 "the key version may only contain a-z, A-Z, 0-9 and _",
             ));
         }
-        // Accept padded base64 too: some tools write it.
-        let bytes = STANDARD_NO_PAD
-            .decode(seed.trim_end_matches('='))
+        // Accept padded base64 and non-zero trailing bits too: other tools
+        // (and the spec's own test key) write them.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = lenient
+            .decode(seed)
             .map_err(|_| malformed("the seed is not valid base64"))?;
         let seed: [u8; 32] = bytes
             .try_into()
@@ -178,6 +185,17 @@ mod tests {
             k.public_key_base64(),
             "O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik"
         );
+    }
+
+    #[test]
+    fn reads_the_spec_test_key() {
+        // The seed of the spec's signing test vectors has non-zero trailing bits.
+        let k = SigningKey::parse(
+            "ed25519 1 YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(k.key_id(), "ed25519:1");
     }
 
     #[test]

@@ -14,12 +14,18 @@
 
 mod migrate;
 pub mod postgres;
+pub mod rooms;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use migrate::{Migration, MigrationReport};
+pub use rooms::{
+    AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
+    RoomMember, RoomRecord, RoomStore, StateEntry, StoredEvent, Stream, TopoPos, TxnKey,
+    UserMembership,
+};
 
 /// Every failure of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -227,12 +233,15 @@ pub trait DeviceStore: Send + Sync {
 #[async_trait]
 pub trait AccountDataStore: Send + Sync {
     /// `room_id` `None` is global account data. Replaces any earlier value.
+    /// `stream_id` is its account-data stream position, allocated by the
+    /// caller (see `RoomStore::next_stream_pos` and the writer's tracker).
     async fn put_account_data(
         &self,
         user_id: &str,
         room_id: Option<&str>,
         data_type: &str,
         content: &serde_json::Value,
+        stream_id: i64,
     ) -> StorageResult<()>;
     async fn account_data(
         &self,
@@ -300,7 +309,13 @@ pub struct PoolStats {
 /// Everything a server needs from its database.
 #[async_trait]
 pub trait Storage:
-    UserStore + DeviceStore + AccountDataStore + FilterStore + RegistrationTokenStore + UiaStore
+    UserStore
+    + DeviceStore
+    + AccountDataStore
+    + FilterStore
+    + RegistrationTokenStore
+    + UiaStore
+    + RoomStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

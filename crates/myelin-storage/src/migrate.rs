@@ -27,18 +27,32 @@ pub struct MigrationReport {
 }
 
 /// SQLite migrations, ascending.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts",
-    sql: include_str!("../../../sql/sqlite/0001_accounts.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts",
+        sql: include_str!("../../../sql/sqlite/0001_accounts.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rooms",
+        sql: include_str!("../../../sql/sqlite/0002_rooms.sql"),
+    },
+];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts",
-    sql: include_str!("../../../sql/postgres/0001_accounts.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts",
+        sql: include_str!("../../../sql/postgres/0001_accounts.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "rooms",
+        sql: include_str!("../../../sql/postgres/0002_rooms.sql"),
+    },
+];
 
 /// The newest version in `known`.
 pub(crate) fn latest(known: &[Migration]) -> i64 {

@@ -17,6 +17,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+mod rooms;
+
 use crate::migrate::{self, MigrationReport};
 use crate::{
     AccessToken, AccountDataStore, Device, DeviceStore, DirectoryUser, FilterStore, NewSession,
@@ -823,14 +825,21 @@ impl AccountDataStore for PostgresStorage {
         room_id: Option<&str>,
         data_type: &str,
         content: &serde_json::Value,
+        stream_id: i64,
     ) -> StorageResult<()> {
         let content = to_json(content)?;
         self.execute(
             "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)
-             VALUES ($1, $2, $3, $4, nextval('account_data_stream_id'))
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (user_id, room_id, data_type) DO UPDATE
              SET content = excluded.content, stream_id = excluded.stream_id",
-            &[&user_id, &room_id.unwrap_or(""), &data_type, &content],
+            &[
+                &user_id,
+                &room_id.unwrap_or(""),
+                &data_type,
+                &content,
+                &stream_id,
+            ],
         )
         .await?;
         Ok(())

@@ -25,6 +25,8 @@ use rusqlite::{
 };
 use tokio::sync::{Mutex, Semaphore};
 
+mod rooms;
+
 use crate::migrate::{self, MigrationReport};
 use crate::{
     AccessToken, AccountDataStore, Device, DeviceStore, DirectoryUser, FilterStore, NewSession,
@@ -111,6 +113,17 @@ impl SqliteStorage {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.write_with(move |tx| f(tx).map_err(db_error)).await
+    }
+
+    /// Runs `f` in one write transaction on the writer connection, for
+    /// writes that may refuse for a reason of their own (not a database
+    /// error): any error of `f` rolls the whole transaction back.
+    async fn write_with<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+    {
         let mut writer = Arc::clone(&self.writer).lock_owned().await;
         // The guard moves into the blocking task: if the caller is dropped,
         // the transaction still completes before the next writer starts.
@@ -119,7 +132,7 @@ impl SqliteStorage {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_error)?;
-            let value = f(&tx).map_err(db_error)?;
+            let value = f(&tx)?;
             tx.commit().map_err(db_error)?;
             Ok(value)
         })
@@ -817,6 +830,7 @@ impl AccountDataStore for SqliteStorage {
         room_id: Option<&str>,
         data_type: &str,
         content: &serde_json::Value,
+        stream_id: i64,
     ) -> StorageResult<()> {
         let content = to_json(content)?;
         let (user_id, room_id, data_type) = (
@@ -825,7 +839,6 @@ impl AccountDataStore for SqliteStorage {
             data_type.to_owned(),
         );
         self.write(move |tx| {
-            let stream_id = next_counter(tx, "account_data_stream_id")?;
             tx.prepare_cached(
                 "INSERT INTO account_data (user_id, room_id, data_type, content, stream_id)
                  VALUES (?1, ?2, ?3, ?4, ?5)

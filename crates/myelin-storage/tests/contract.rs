@@ -4,12 +4,16 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
+use myelin_storage::rooms::STATE_CHAIN_LENGTH_MAX;
 use myelin_storage::{
-    DynStorage, NewSession, NewUser, OpenOptions, RegistrationToken, StorageError, UiaSession,
+    Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser, OpenOptions, PersistedEvent,
+    Receipt, RegistrationToken, RoomAlias, RoomMember, StorageError, StoredEvent, Stream, TopoPos,
+    TxnKey, UiaSession, UserMembership,
 };
 use serde_json::json;
 
@@ -68,6 +72,25 @@ contract! {
         pool_stats_are_sane,
         concurrent_writes_all_succeed,
         closed_storage_fails_cleanly,
+        room_create_get_and_conflict,
+        stream_positions_increase,
+        max_stream_pos_counts_written_positions,
+        persist_chain_tracks_state,
+        forward_extremities_follow_prev_events,
+        memberships_follow_member_events,
+        forget_room_is_cleared_by_a_new_membership,
+        txn_ids_make_sends_idempotent,
+        duplicate_event_id_conflicts_and_writes_nothing,
+        redaction_marks_its_target,
+        room_events_by_stream_ranges,
+        room_events_topological_pages,
+        non_normal_events_are_stored_but_not_served,
+        events_bulk_lookup,
+        aliases_create_get_delete,
+        receipts_put_replace_and_list,
+        account_data_between_reads_changes,
+        concurrent_persists_into_different_rooms,
+        persist_into_unknown_room_fails,
     ],
     db: [
         migrations_apply_once,
@@ -75,6 +98,7 @@ contract! {
         schema_too_new_is_refused,
         migrate_false_refuses_pending_migrations,
         account_data_stream_id_increases,
+        state_chains_longer_than_the_max_resolve,
     ],
 }
 
@@ -252,17 +276,44 @@ async fn account_data_stream_id_increases(db: Arc<TestDb>) {
         )
     };
     store
-        .put_account_data(&alice, None, "m.a", &json!({"n": 1}))
+        .put_account_data(
+            &alice,
+            None,
+            "m.a",
+            &json!({"n": 1}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("put");
     let first = db.query_i64(&stream_id("", "m.a")).await;
     store
-        .put_account_data(&alice, Some("!room:test"), "m.b", &json!({}))
+        .put_account_data(
+            &alice,
+            Some("!room:test"),
+            "m.b",
+            &json!({}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("put");
     let second = db.query_i64(&stream_id("!room:test", "m.b")).await;
     store
-        .put_account_data(&alice, None, "m.a", &json!({"n": 2}))
+        .put_account_data(
+            &alice,
+            None,
+            "m.a",
+            &json!({"n": 2}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("overwrite");
     let third = db.query_i64(&stream_id("", "m.a")).await;
@@ -1041,11 +1092,29 @@ async fn account_data_global_room_and_overwrite(store: DynStorage) {
     );
 
     store
-        .put_account_data(&alice, None, "m.tag", &json!({"scope": "global"}))
+        .put_account_data(
+            &alice,
+            None,
+            "m.tag",
+            &json!({"scope": "global"}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("put global");
     store
-        .put_account_data(&alice, room, "m.tag", &json!({"scope": "room"}))
+        .put_account_data(
+            &alice,
+            room,
+            "m.tag",
+            &json!({"scope": "room"}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("put room");
     assert_eq!(
@@ -1077,7 +1146,16 @@ async fn account_data_global_room_and_overwrite(store: DynStorage) {
     let content =
         json!({"nested": {"list": [1, 2.5, "three", null, true]}, "nul": "a\u{0}b", "emoji": "🦀"});
     store
-        .put_account_data(&alice, None, "m.tag", &content)
+        .put_account_data(
+            &alice,
+            None,
+            "m.tag",
+            &content,
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
         .await
         .expect("overwrite");
     assert_eq!(
@@ -1411,7 +1489,16 @@ async fn concurrent_writes_all_succeed(store: DynStorage) {
                     .await
                     .expect("concurrent session");
                 store
-                    .put_account_data(&user_id, None, "m.counter", &json!({ "i": i }))
+                    .put_account_data(
+                        &user_id,
+                        None,
+                        "m.counter",
+                        &json!({ "i": i }),
+                        store
+                            .next_stream_pos(Stream::AccountData)
+                            .await
+                            .expect("pos"),
+                    )
                     .await
                     .expect("concurrent account data");
                 store
@@ -1497,4 +1584,1524 @@ async fn sqlite_unopenable_path_is_a_connect_error() {
         "{:?}",
         result.err()
     );
+}
+
+// ---------------------------------------------------------------- rooms
+
+const ROOM_VERSION: &str = "12";
+
+/// `(type, state_key) → event id`, the shape state is compared in.
+type StateMap = BTreeMap<(String, String), String>;
+
+/// One room, written as its room writer would: each event gets the next
+/// stream position, one more than the greatest depth, and the previous
+/// event as its only prev_event.
+struct TestRoom {
+    store: DynStorage,
+    nid: i64,
+    room_id: String,
+    last: Vec<String>,
+    depth: i64,
+}
+
+impl TestRoom {
+    async fn create(store: &DynStorage, room_id: &str) -> Self {
+        let record = store
+            .create_room(room_id, ROOM_VERSION, NOW)
+            .await
+            .expect("create_room");
+        Self {
+            store: Arc::clone(store),
+            nid: record.room_nid,
+            room_id: record.room_id,
+            last: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    /// The next event (not yet persisted, stream position 0).
+    fn event(&self, event_id: &str, kind: &str, state_key: Option<&str>) -> NewEvent {
+        NewEvent {
+            room_nid: self.nid,
+            event_id: event_id.to_owned(),
+            kind: kind.to_owned(),
+            state_key: state_key.map(str::to_owned),
+            sender: "@alice:test".to_owned(),
+            origin_server_ts: NOW + self.depth,
+            depth: self.depth + 1,
+            json: json!({ "event_id": event_id, "type": kind, "state_key": state_key }).to_string(),
+            prev_events: self.last.clone(),
+            membership: None,
+            redacts: None,
+            txn: None,
+            stream_pos: 0,
+            slot_epoch: 0,
+            status: EventStatus::Normal,
+        }
+    }
+
+    /// Persists `event` at a fresh stream position; a `Normal` event becomes
+    /// the next one's prev_event.
+    async fn send(&mut self, mut event: NewEvent) -> PersistedEvent {
+        event.stream_pos = self
+            .store
+            .next_stream_pos(Stream::Events)
+            .await
+            .expect("next_stream_pos");
+        let persisted = self
+            .store
+            .persist_event(event.clone())
+            .await
+            .unwrap_or_else(|e| panic!("persist {}: {e}", event.event_id));
+        assert_eq!(persisted.stream_pos, event.stream_pos);
+        if event.status == EventStatus::Normal {
+            self.last = vec![event.event_id];
+            self.depth = self.depth.max(event.depth);
+        }
+        persisted
+    }
+
+    async fn state(&mut self, event_id: &str, kind: &str, state_key: &str) -> PersistedEvent {
+        let event = self.event(event_id, kind, Some(state_key));
+        self.send(event).await
+    }
+
+    async fn member(&mut self, event_id: &str, user_id: &str, membership: &str) -> PersistedEvent {
+        let mut event = self.event(event_id, "m.room.member", Some(user_id));
+        event.sender = user_id.to_owned();
+        event.membership = Some(membership.to_owned());
+        self.send(event).await
+    }
+
+    async fn message(&mut self, event_id: &str) -> PersistedEvent {
+        let event = self.event(event_id, "m.room.message", None);
+        self.send(event).await
+    }
+
+    /// Every Normal event of the room in stream order.
+    async fn timeline(&self) -> Vec<String> {
+        ids(&self
+            .store
+            .room_events_by_stream(self.nid, i64::MIN, i64::MAX, 10_000, false)
+            .await
+            .expect("room_events_by_stream"))
+    }
+}
+
+fn ids(events: &[StoredEvent]) -> Vec<String> {
+    events.iter().map(|e| e.event_id.clone()).collect()
+}
+
+fn key(kind: &str, state_key: &str) -> (String, String) {
+    (kind.to_owned(), state_key.to_owned())
+}
+
+async fn state_map(store: &DynStorage, snapshot_nid: i64) -> StateMap {
+    store
+        .state_at(snapshot_nid)
+        .await
+        .expect("state_at")
+        .into_iter()
+        .map(|entry| ((entry.kind, entry.state_key), entry.event_id))
+        .collect()
+}
+
+async fn current_state_map(store: &DynStorage, room_nid: i64) -> StateMap {
+    store
+        .current_state(room_nid)
+        .await
+        .expect("current_state")
+        .into_iter()
+        .map(|event| {
+            let state_key = event.state_key.expect("state events have a state key");
+            ((event.kind, state_key), event.event_id)
+        })
+        .collect()
+}
+
+async fn extremities(store: &DynStorage, room_nid: i64) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .forward_extremities(room_nid)
+        .await
+        .expect("forward_extremities")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn room_create_get_and_conflict(store: DynStorage) {
+    assert_eq!(store.room("!a:test").await.expect("room"), None);
+    let a = store
+        .create_room("!a:test", ROOM_VERSION, NOW)
+        .await
+        .expect("create");
+    assert_eq!(a.room_id, "!a:test");
+    assert_eq!(a.room_version, ROOM_VERSION);
+    assert_eq!(a.created_ms, NOW);
+    assert!(a.room_nid > 0, "nid 0 means none");
+    assert_eq!(store.room("!a:test").await.expect("room"), Some(a.clone()));
+    assert!(matches!(
+        store.create_room("!a:test", "11", NOW + 1).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(
+        store.room("!a:test").await.expect("room"),
+        Some(a.clone()),
+        "a conflicting create changes nothing"
+    );
+    // Room version 12 ids name no server; nothing may parse one out.
+    let b = store
+        .create_room(
+            "!JUjkN5ppvOEt4VOR2mO0QTL_Qh3aSOHYfa5V4EOR3jA",
+            ROOM_VERSION,
+            NOW,
+        )
+        .await
+        .expect("create a v12 id");
+    assert_ne!(a.room_nid, b.room_nid);
+    assert_eq!(store.current_snapshot(b.room_nid).await.expect("snap"), 0);
+    assert!(
+        store
+            .current_state(b.room_nid)
+            .await
+            .expect("state")
+            .is_empty()
+    );
+    assert!(extremities(&store, b.room_nid).await.is_empty());
+}
+
+async fn stream_positions_increase(store: DynStorage) {
+    for stream in [Stream::Events, Stream::Receipts] {
+        assert_eq!(store.max_stream_pos(stream).await.expect("max"), 0);
+    }
+    let mut last = 0;
+    for _ in 0..5 {
+        let pos = store.next_stream_pos(Stream::Events).await.expect("next");
+        assert!(pos > last, "{pos} > {last}");
+        last = pos;
+    }
+    assert_eq!(
+        store.max_stream_pos(Stream::Events).await.expect("max"),
+        last
+    );
+    assert_eq!(
+        store.max_stream_pos(Stream::Receipts).await.expect("max"),
+        0,
+        "streams are independent"
+    );
+    let receipt = store.next_stream_pos(Stream::Receipts).await.expect("next");
+    assert!(receipt > 0);
+    assert_eq!(
+        store.max_stream_pos(Stream::Receipts).await.expect("max"),
+        receipt
+    );
+    assert_eq!(
+        store.max_stream_pos(Stream::Events).await.expect("max"),
+        last
+    );
+
+    // Concurrent allocations never repeat.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut positions = Vec::new();
+            for _ in 0..25 {
+                positions.push(store.next_stream_pos(Stream::Events).await.expect("next"));
+            }
+            positions
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "no position handed out twice");
+    assert!(all[0] > last);
+    assert_eq!(
+        store.max_stream_pos(Stream::Events).await.expect("max"),
+        all[count - 1]
+    );
+}
+
+async fn persist_chain_tracks_state(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!chain:test").await;
+    let create = room.state("$create", "m.room.create", "").await;
+    let join = room.member("$join", "@alice:test", "join").await;
+    let power = room.state("$power", "m.room.power_levels", "").await;
+    let name1 = room.state("$name1", "m.room.name", "").await;
+    let message = room.message("$message").await;
+    let name2 = room.state("$name2", "m.room.name", "").await;
+
+    // Snapshots: before = after of the previous event; a message adds none.
+    assert_eq!(create.state_before_nid, 0);
+    assert_ne!(create.state_after_nid, 0);
+    assert_eq!(join.state_before_nid, create.state_after_nid);
+    assert_eq!(power.state_before_nid, join.state_after_nid);
+    assert_eq!(name1.state_before_nid, power.state_after_nid);
+    assert_eq!(message.state_before_nid, name1.state_after_nid);
+    assert_eq!(message.state_after_nid, message.state_before_nid);
+    assert_eq!(name2.state_before_nid, message.state_after_nid);
+    assert_ne!(name2.state_after_nid, name2.state_before_nid);
+    assert_eq!(
+        store.current_snapshot(room.nid).await.expect("snap"),
+        name2.state_after_nid
+    );
+    let nids = [&create, &join, &power, &name1, &message, &name2].map(|p| p.event_nid);
+    assert!(nids.windows(2).all(|w| w[0] != w[1]));
+
+    let expected_after = |names: &[(&str, &str, &str)]| -> StateMap {
+        names
+            .iter()
+            .map(|(kind, state_key, id)| (key(kind, state_key), (*id).to_owned()))
+            .collect()
+    };
+    let s_create = expected_after(&[("m.room.create", "", "$create")]);
+    let s_join = expected_after(&[
+        ("m.room.create", "", "$create"),
+        ("m.room.member", "@alice:test", "$join"),
+    ]);
+    let s_power = expected_after(&[
+        ("m.room.create", "", "$create"),
+        ("m.room.member", "@alice:test", "$join"),
+        ("m.room.power_levels", "", "$power"),
+    ]);
+    let s_name1 = expected_after(&[
+        ("m.room.create", "", "$create"),
+        ("m.room.member", "@alice:test", "$join"),
+        ("m.room.power_levels", "", "$power"),
+        ("m.room.name", "", "$name1"),
+    ]);
+    let s_name2 = expected_after(&[
+        ("m.room.create", "", "$create"),
+        ("m.room.member", "@alice:test", "$join"),
+        ("m.room.power_levels", "", "$power"),
+        ("m.room.name", "", "$name2"),
+    ]);
+    assert!(state_map(&store, 0).await.is_empty(), "snapshot 0 is empty");
+    assert_eq!(state_map(&store, create.state_after_nid).await, s_create);
+    assert_eq!(state_map(&store, join.state_after_nid).await, s_join);
+    assert_eq!(state_map(&store, power.state_after_nid).await, s_power);
+    assert_eq!(state_map(&store, name1.state_after_nid).await, s_name1);
+    assert_eq!(state_map(&store, message.state_before_nid).await, s_name1);
+    assert_eq!(state_map(&store, name2.state_before_nid).await, s_name1);
+    assert_eq!(state_map(&store, name2.state_after_nid).await, s_name2);
+    assert_eq!(current_state_map(&store, room.nid).await, s_name2);
+
+    // Overwritten state stays visible at the snapshots that had it.
+    let at = |snapshot: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .state_event_at(snapshot, "m.room.name", "")
+                .await
+                .expect("state_event_at")
+                .map(|e| e.event_id)
+        }
+    };
+    assert_eq!(at(power.state_after_nid).await, None);
+    assert_eq!(at(name1.state_after_nid).await.as_deref(), Some("$name1"));
+    assert_eq!(at(message.state_after_nid).await.as_deref(), Some("$name1"));
+    assert_eq!(at(name2.state_after_nid).await.as_deref(), Some("$name2"));
+    assert_eq!(at(0).await, None);
+    assert_eq!(
+        store
+            .state_event_at(name2.state_after_nid, "m.room.member", "@alice:test")
+            .await
+            .expect("state_event_at")
+            .map(|e| e.event_id)
+            .as_deref(),
+        Some("$join")
+    );
+    assert_eq!(
+        store
+            .state_event_at(name2.state_after_nid, "m.room.topic", "")
+            .await
+            .expect("state_event_at"),
+        None
+    );
+
+    let current_name = store
+        .current_state_event(room.nid, "m.room.name", "")
+        .await
+        .expect("current_state_event")
+        .expect("a name");
+    assert_eq!(current_name.event_id, "$name2");
+    assert_eq!(
+        store
+            .current_state_event(room.nid, "m.room.topic", "")
+            .await
+            .expect("current_state_event"),
+        None
+    );
+    assert_eq!(
+        store
+            .current_state_event(room.nid + 1000, "m.room.name", "")
+            .await
+            .expect("current_state_event"),
+        None,
+        "state is per room"
+    );
+
+    // The stored row round-trips.
+    let stored = store
+        .event("$message")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(stored.event_nid, message.event_nid);
+    assert_eq!(stored.room_nid, room.nid);
+    assert_eq!(stored.room_id, room.room_id);
+    assert_eq!(stored.kind, "m.room.message");
+    assert_eq!(stored.state_key, None);
+    assert_eq!(stored.sender, "@alice:test");
+    assert_eq!(stored.depth, 5);
+    assert_eq!(stored.origin_server_ts, NOW + 4);
+    assert_eq!(stored.stream_pos, message.stream_pos);
+    assert_eq!(
+        stored.json,
+        json!({"event_id": "$message", "type": "m.room.message", "state_key": null}).to_string()
+    );
+    assert_eq!(stored.state_before_nid, message.state_before_nid);
+    assert_eq!(stored.state_after_nid, message.state_after_nid);
+    assert_eq!(stored.status, EventStatus::Normal);
+    assert_eq!(
+        (stored.redacts, stored.redacted_by, stored.txn),
+        (None, None, None)
+    );
+    let member = store.event("$join").await.expect("event").expect("stored");
+    assert_eq!(member.state_key.as_deref(), Some("@alice:test"));
+    assert_eq!(member.membership.as_deref(), Some("join"));
+    assert_eq!(store.event("$nope").await.expect("event"), None);
+
+    assert_eq!(extremities(&store, room.nid).await, ["$name2"]);
+    assert_eq!(
+        store
+            .forward_extremities(room.nid)
+            .await
+            .expect("forward_extremities"),
+        [("$name2".to_owned(), 6)]
+    );
+    assert_eq!(
+        room.timeline().await,
+        ["$create", "$join", "$power", "$name1", "$message", "$name2"]
+    );
+}
+
+/// Far more state changes than a delta chain may hold: every snapshot still
+/// resolves to exactly its state, the chains stay bounded, and storage grows
+/// by the changes, not by a copy of the state per event.
+async fn state_chains_longer_than_the_max_resolve(db: Arc<TestDb>) {
+    let (store, _) = db.open(&OpenOptions::default()).await.expect("open");
+    let mut room = TestRoom::create(&store, "!long:test").await;
+    let mut expected = StateMap::new();
+    let mut history: Vec<(String, PersistedEvent, StateMap, StateMap)> = Vec::new();
+
+    let create = room.state("$create", "m.room.create", "").await;
+    expected.insert(key("m.room.create", ""), "$create".to_owned());
+    history.push((
+        "$create".to_owned(),
+        create,
+        StateMap::new(),
+        expected.clone(),
+    ));
+    for i in 0..40 {
+        let before = expected.clone();
+        let (id, persisted) = if i % 5 == 4 {
+            let user = format!("@user{i}:test");
+            let id = format!("$member{i}");
+            let persisted = room.member(&id, &user, "join").await;
+            expected.insert(key("m.room.member", &user), id.clone());
+            (id, persisted)
+        } else if i % 7 == 6 {
+            let id = format!("$message{i}");
+            (id.clone(), room.message(&id).await)
+        } else {
+            let id = format!("$topic{i}");
+            let persisted = room.state(&id, "m.room.topic", "").await;
+            expected.insert(key("m.room.topic", ""), id.clone());
+            (id, persisted)
+        };
+        history.push((id, persisted, before, expected.clone()));
+    }
+
+    for (id, persisted, before, after) in &history {
+        assert_eq!(
+            &state_map(&store, persisted.state_before_nid).await,
+            before,
+            "state before {id}"
+        );
+        assert_eq!(
+            &state_map(&store, persisted.state_after_nid).await,
+            after,
+            "state after {id}"
+        );
+        let topic = store
+            .state_event_at(persisted.state_after_nid, "m.room.topic", "")
+            .await
+            .expect("state_event_at")
+            .map(|e| e.event_id);
+        assert_eq!(
+            topic.as_ref(),
+            after.get(&key("m.room.topic", "")),
+            "topic after {id}"
+        );
+        let stored = store.event(id).await.expect("event").expect("stored");
+        assert_eq!(
+            (stored.state_before_nid, stored.state_after_nid),
+            (persisted.state_before_nid, persisted.state_after_nid)
+        );
+    }
+    assert_eq!(current_state_map(&store, room.nid).await, expected);
+
+    let longest = db
+        .query_i64("SELECT MAX(chain_length) FROM state_snapshots")
+        .await;
+    assert_eq!(
+        longest, STATE_CHAIN_LENGTH_MAX,
+        "chains grow to the max, not past it"
+    );
+    let full = db
+        .query_i64("SELECT COUNT(*) FROM state_snapshots WHERE base_nid IS NULL")
+        .await;
+    assert!(
+        full >= 2,
+        "a full snapshot is written once a chain is full: {full}"
+    );
+    let snapshots = db.query_i64("SELECT COUNT(*) FROM state_snapshots").await;
+    let entries = db
+        .query_i64("SELECT COUNT(*) FROM state_snapshot_entries")
+        .await;
+    let copies: i64 = history
+        .iter()
+        .filter(|(_, p, _, _)| p.state_after_nid != p.state_before_nid)
+        .map(|(_, _, _, after)| after.len() as i64)
+        .sum();
+    assert!(
+        entries < copies / 2,
+        "deltas, not a copy of the state per event: {entries} entries for {snapshots} \
+         snapshots ({copies} if copied)"
+    );
+    store.close().await;
+}
+
+async fn forward_extremities_follow_prev_events(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!fork:test").await;
+    room.state("$a", "m.room.create", "").await;
+    assert_eq!(extremities(&store, room.nid).await, ["$a"]);
+
+    // Two events on the same parent: a fork with two extremities.
+    let mut b = room.event("$b", "m.room.message", None);
+    let mut c = room.event("$c", "m.room.message", None);
+    b.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    c.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    store.persist_event(b).await.expect("b");
+    store.persist_event(c).await.expect("c");
+    assert_eq!(extremities(&store, room.nid).await, ["$b", "$c"]);
+
+    // One event referencing both (and an unknown one) merges them.
+    room.last = vec!["$b".to_owned(), "$c".to_owned(), "$unknown".to_owned()];
+    room.depth = 2;
+    room.message("$d").await;
+    assert_eq!(
+        store.forward_extremities(room.nid).await.expect("fe"),
+        [("$d".to_owned(), 3)]
+    );
+
+    // prev_events never reach into another room.
+    let mut other = TestRoom::create(&store, "!other:test").await;
+    other.last = vec!["$d".to_owned()];
+    other.state("$x", "m.room.create", "").await;
+    assert_eq!(extremities(&store, room.nid).await, ["$d"]);
+    assert_eq!(extremities(&store, other.nid).await, ["$x"]);
+}
+
+async fn memberships_follow_member_events(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!members:test").await;
+    let mut other = TestRoom::create(&store, "!other:test").await;
+    room.state("$create", "m.room.create", "").await;
+    other.state("$create2", "m.room.create", "").await;
+    assert!(
+        store
+            .user_memberships("@bob:test")
+            .await
+            .expect("um")
+            .is_empty()
+    );
+
+    let join = room.member("$join1", "@bob:test", "join").await;
+    room.member("$alice", "@alice:test", "join").await;
+    let memberships = store.user_memberships("@bob:test").await.expect("um");
+    assert_eq!(
+        memberships,
+        [UserMembership {
+            room_nid: room.nid,
+            room_id: "!members:test".to_owned(),
+            membership: "join".to_owned(),
+            event_id: "$join1".to_owned(),
+            stream_pos: join.stream_pos,
+            forgotten: false,
+        }]
+    );
+
+    let leave = room.member("$leave", "@bob:test", "leave").await;
+    other.member("$invite", "@bob:test", "invite").await;
+    let memberships = store.user_memberships("@bob:test").await.expect("um");
+    assert_eq!(memberships.len(), 2);
+    let in_room = memberships
+        .iter()
+        .find(|m| m.room_nid == room.nid)
+        .expect("room");
+    assert_eq!(
+        (in_room.membership.as_str(), in_room.event_id.as_str()),
+        ("leave", "$leave")
+    );
+    assert_eq!(in_room.stream_pos, leave.stream_pos);
+    let in_other = memberships
+        .iter()
+        .find(|m| m.room_nid == other.nid)
+        .expect("other");
+    assert_eq!(in_other.room_id, "!other:test");
+    assert_eq!(in_other.membership, "invite");
+
+    let rejoin = room.member("$join2", "@bob:test", "join").await;
+    let in_room = store
+        .user_memberships("@bob:test")
+        .await
+        .expect("um")
+        .into_iter()
+        .find(|m| m.room_nid == room.nid)
+        .expect("room");
+    assert_eq!(
+        (in_room.membership.as_str(), in_room.event_id.as_str()),
+        ("join", "$join2")
+    );
+    assert_eq!(in_room.stream_pos, rejoin.stream_pos);
+
+    let members = store.room_members(room.nid).await.expect("members");
+    assert_eq!(
+        members,
+        [
+            RoomMember {
+                user_id: "@alice:test".to_owned(),
+                membership: "join".to_owned(),
+                event_id: "$alice".to_owned(),
+            },
+            RoomMember {
+                user_id: "@bob:test".to_owned(),
+                membership: "join".to_owned(),
+                event_id: "$join2".to_owned(),
+            },
+        ]
+    );
+    assert_eq!(
+        store
+            .current_state_event(room.nid, "m.room.member", "@bob:test")
+            .await
+            .expect("cse")
+            .map(|e| e.event_id)
+            .as_deref(),
+        Some("$join2")
+    );
+    assert_eq!(
+        store.room_members(other.nid).await.expect("members").len(),
+        1
+    );
+}
+
+async fn forget_room_is_cleared_by_a_new_membership(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!forget:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.member("$join", "@bob:test", "join").await;
+    room.member("$leave", "@bob:test", "leave").await;
+    room.member("$carol", "@carol:test", "join").await;
+
+    store
+        .forget_room("@bob:test", room.nid)
+        .await
+        .expect("forget");
+    let room_nid = room.nid;
+    let forgotten = |user: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .user_memberships(user)
+                .await
+                .expect("um")
+                .into_iter()
+                .find(|m| m.room_nid == room_nid)
+                .map(|m| m.forgotten)
+        }
+    };
+    assert_eq!(forgotten("@bob:test").await, Some(true));
+    assert_eq!(
+        forgotten("@carol:test").await,
+        Some(false),
+        "only the caller's"
+    );
+    // Forgetting a room one was never in is a no-op.
+    store
+        .forget_room("@dave:test", room.nid)
+        .await
+        .expect("forget");
+    assert_eq!(forgotten("@dave:test").await, None);
+
+    room.member("$invite", "@bob:test", "invite").await;
+    assert_eq!(
+        forgotten("@bob:test").await,
+        Some(false),
+        "a new membership event clears the mark"
+    );
+}
+
+async fn txn_ids_make_sends_idempotent(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!txn:test").await;
+    room.state("$create", "m.room.create", "").await;
+    let txn = TxnKey {
+        user_id: "@alice:test".to_owned(),
+        device_id: "PHONE".to_owned(),
+        txn_id: "t1".to_owned(),
+    };
+    assert_eq!(
+        store
+            .txn_event(room.nid, "@alice:test", "PHONE", "t1")
+            .await
+            .expect("txn"),
+        None
+    );
+    let mut first = room.event("$first", "m.room.message", None);
+    first.txn = Some(txn.clone());
+    room.send(first).await;
+    assert_eq!(
+        store
+            .txn_event(room.nid, "@alice:test", "PHONE", "t1")
+            .await
+            .expect("txn")
+            .as_deref(),
+        Some("$first")
+    );
+    let stored = store.event("$first").await.expect("event").expect("stored");
+    assert_eq!(stored.txn, Some(txn.clone()));
+
+    // A retry that built a new event for the same transaction is refused
+    // whole.
+    let snapshot = store.current_snapshot(room.nid).await.expect("snap");
+    let mut retry = room.event("$retry", "m.room.topic", Some(""));
+    retry.txn = Some(txn.clone());
+    retry.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    assert!(matches!(
+        store.persist_event(retry).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(store.event("$retry").await.expect("event"), None);
+    assert_eq!(room.timeline().await, ["$create", "$first"]);
+    assert_eq!(extremities(&store, room.nid).await, ["$first"]);
+    assert_eq!(
+        store.current_snapshot(room.nid).await.expect("snap"),
+        snapshot
+    );
+    assert_eq!(
+        store
+            .current_state_event(room.nid, "m.room.topic", "")
+            .await
+            .expect("cse"),
+        None
+    );
+
+    // The same txn id from another device, or another user, is another
+    // transaction.
+    for (user_id, device_id, event_id) in [
+        ("@alice:test", "LAPTOP", "$laptop"),
+        ("@bob:test", "PHONE", "$bob"),
+    ] {
+        let mut event = room.event(event_id, "m.room.message", None);
+        event.txn = Some(TxnKey {
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
+            txn_id: "t1".to_owned(),
+        });
+        room.send(event).await;
+        assert_eq!(
+            store
+                .txn_event(room.nid, user_id, device_id, "t1")
+                .await
+                .expect("txn")
+                .as_deref(),
+            Some(event_id)
+        );
+    }
+    assert_eq!(
+        store
+            .txn_event(room.nid, "@alice:test", "PHONE", "t1")
+            .await
+            .expect("txn")
+            .as_deref(),
+        Some("$first")
+    );
+    // The same transaction id in another room is another transaction.
+    let mut elsewhere = TestRoom::create(&store, "!txn-elsewhere:test").await;
+    elsewhere.state("$create2", "m.room.create", "").await;
+    let mut event = elsewhere.event("$elsewhere", "m.room.message", None);
+    event.txn = Some(txn.clone());
+    elsewhere.send(event).await;
+    assert_eq!(
+        store
+            .txn_event(elsewhere.nid, "@alice:test", "PHONE", "t1")
+            .await
+            .expect("txn")
+            .as_deref(),
+        Some("$elsewhere")
+    );
+}
+
+async fn duplicate_event_id_conflicts_and_writes_nothing(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!dup:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.state("$name", "m.room.name", "").await;
+    let snapshot = store.current_snapshot(room.nid).await.expect("snap");
+    let state = current_state_map(&store, room.nid).await;
+
+    // Same id, different everything else (a state event with a new key, a
+    // membership, a transaction), even in another room.
+    let other = TestRoom::create(&store, "!dup2:test").await;
+    for target in [room.nid, other.nid] {
+        let mut duplicate = room.event("$name", "m.room.member", Some("@eve:test"));
+        duplicate.room_nid = target;
+        duplicate.membership = Some("join".to_owned());
+        duplicate.prev_events = vec!["$create".to_owned()];
+        duplicate.txn = Some(TxnKey {
+            user_id: "@eve:test".to_owned(),
+            device_id: "D".to_owned(),
+            txn_id: "t".to_owned(),
+        });
+        duplicate.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+        assert!(matches!(
+            store.persist_event(duplicate).await,
+            Err(StorageError::Conflict(_))
+        ));
+    }
+    let stored = store.event("$name").await.expect("event").expect("stored");
+    assert_eq!(stored.kind, "m.room.name", "the first event is untouched");
+    assert_eq!(
+        store.current_snapshot(room.nid).await.expect("snap"),
+        snapshot
+    );
+    assert_eq!(current_state_map(&store, room.nid).await, state);
+    assert_eq!(extremities(&store, room.nid).await, ["$name"]);
+    assert!(extremities(&store, other.nid).await.is_empty());
+    assert!(
+        store
+            .user_memberships("@eve:test")
+            .await
+            .expect("um")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .txn_event(other.nid, "@eve:test", "D", "t")
+            .await
+            .expect("txn"),
+        None
+    );
+    assert_eq!(room.timeline().await, ["$create", "$name"]);
+    assert!(other.timeline().await.is_empty());
+
+    // The room writer's next event still persists.
+    room.message("$after").await;
+    assert_eq!(extremities(&store, room.nid).await, ["$after"]);
+}
+
+async fn redaction_marks_its_target(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!redact:test").await;
+    let mut other = TestRoom::create(&store, "!elsewhere:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.message("$target").await;
+    other.message("$foreign").await;
+
+    let mut redaction = room.event("$redaction", "m.room.redaction", None);
+    redaction.redacts = Some("$target".to_owned());
+    room.send(redaction).await;
+    let target = store
+        .event("$target")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(target.redacted_by.as_deref(), Some("$redaction"));
+    let redaction = store
+        .event("$redaction")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(redaction.redacts.as_deref(), Some("$target"));
+    assert_eq!(redaction.redacted_by, None);
+
+    // A second redaction leaves the first in place.
+    let mut again = room.event("$again", "m.room.redaction", None);
+    again.redacts = Some("$target".to_owned());
+    room.send(again).await;
+    let target = store
+        .event("$target")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(target.redacted_by.as_deref(), Some("$redaction"));
+
+    // Another room's event, or an unknown one, is not marked.
+    let mut cross = room.event("$cross", "m.room.redaction", None);
+    cross.redacts = Some("$foreign".to_owned());
+    room.send(cross).await;
+    let mut unknown = room.event("$unknown", "m.room.redaction", None);
+    unknown.redacts = Some("$never-seen".to_owned());
+    room.send(unknown).await;
+    let foreign = store
+        .event("$foreign")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(foreign.redacted_by, None);
+
+    // The redacted event stays in the timeline (served redacted).
+    assert!(room.timeline().await.contains(&"$target".to_owned()));
+}
+
+async fn room_events_by_stream_ranges(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!stream:test").await;
+    let mut other = TestRoom::create(&store, "!noise:test").await;
+    room.state("$create", "m.room.create", "").await;
+    let mut positions = Vec::new();
+    for i in 0..10 {
+        positions.push(room.message(&format!("$m{i}")).await.stream_pos);
+        other.message(&format!("$noise{i}")).await;
+    }
+    let room_nid = room.nid;
+    let page = |after: i64, upto: i64, limit: u32, newest_first: bool| {
+        let store = Arc::clone(&store);
+        async move {
+            ids(&store
+                .room_events_by_stream(room_nid, after, upto, limit, newest_first)
+                .await
+                .expect("room_events_by_stream"))
+        }
+    };
+    let m = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|i| format!("$m{i}")).collect()
+    };
+    // `after` exclusive, `upto` inclusive.
+    assert_eq!(page(positions[2], positions[5], 100, false).await, m(3..6));
+    // The oldest `limit` of the range, in ascending order.
+    assert_eq!(page(positions[0], i64::MAX, 3, false).await, m(1..4));
+    // The newest `limit`, newest first.
+    let newest: Vec<String> = m(7..10).into_iter().rev().collect();
+    assert_eq!(page(positions[0], i64::MAX, 3, true).await, newest);
+    let below: Vec<String> = m(2..5).into_iter().rev().collect();
+    assert_eq!(page(positions[1], positions[4], 10, true).await, below);
+    assert!(page(positions[9], i64::MAX, 10, false).await.is_empty());
+    assert!(page(positions[3], positions[3], 10, false).await.is_empty());
+    assert!(page(i64::MIN, i64::MAX, 0, false).await.is_empty());
+    let mut all = vec!["$create".to_owned()];
+    all.extend(m(0..10));
+    assert_eq!(page(i64::MIN, i64::MAX, 100, false).await, all);
+    let events = store
+        .room_events_by_stream(room.nid, i64::MIN, i64::MAX, 100, false)
+        .await
+        .expect("page");
+    assert!(events.iter().all(|e| e.room_id == "!stream:test"));
+}
+
+async fn room_events_topological_pages(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!topo:test").await;
+    // depth 1: create, and an event backfilled later (a negative stream
+    // position); depth 2: two forks (a, b) and a late arrival (the newest
+    // stream position of all); depth 3: c; depth 4: d. Topological and
+    // stream order differ.
+    room.state("$create", "m.room.create", "").await;
+    let mut a = room.event("$a", "m.room.message", None);
+    let mut b = room.event("$b", "m.room.message", None);
+    a.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    b.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    let (a_pos, b_pos) = (a.stream_pos, b.stream_pos);
+    store.persist_event(b).await.expect("b");
+    store.persist_event(a).await.expect("a");
+    room.last = vec!["$a".to_owned(), "$b".to_owned()];
+    room.depth = 2;
+    let c = room.message("$c").await;
+    let mut backfilled = room.event("$old", "m.room.message", None);
+    backfilled.depth = 1;
+    backfilled.stream_pos = -5;
+    backfilled.prev_events = Vec::new();
+    store.persist_event(backfilled).await.expect("backfilled");
+    room.message("$d").await;
+    let mut late = room.event("$late", "m.room.message", None);
+    late.depth = 2;
+    late.prev_events = vec!["$create".to_owned()];
+    let late = room.send(late).await;
+
+    let room_nid = room.nid;
+    let page = |from: TopoPos, dir: Direction, to: Option<TopoPos>, upto: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ids(&store
+                .room_events_topological(room_nid, from, dir, to, upto, limit)
+                .await
+                .expect("room_events_topological"))
+        }
+    };
+    let start = TopoPos {
+        depth: i64::MIN,
+        stream_pos: i64::MIN,
+    };
+    let end = TopoPos {
+        depth: i64::MAX,
+        stream_pos: i64::MAX,
+    };
+    let forward = ["$old", "$create", "$a", "$b", "$late", "$c", "$d"];
+    assert_eq!(
+        page(start, Direction::Forward, None, i64::MAX, 100).await,
+        forward,
+        "by depth, then stream position, negative ones included"
+    );
+    let backward: Vec<&str> = forward.iter().rev().copied().collect();
+    assert_eq!(
+        page(end, Direction::Backward, None, i64::MAX, 100).await,
+        backward
+    );
+    // `from` and `to` are exclusive.
+    let at_a = TopoPos {
+        depth: 2,
+        stream_pos: a_pos,
+    };
+    let at_c = TopoPos {
+        depth: 3,
+        stream_pos: c.stream_pos,
+    };
+    assert_eq!(
+        page(at_a, Direction::Forward, Some(at_c), i64::MAX, 100).await,
+        ["$b", "$late"]
+    );
+    assert_eq!(
+        page(at_c, Direction::Backward, Some(at_a), i64::MAX, 100).await,
+        ["$late", "$b"]
+    );
+    assert_eq!(
+        page(at_c, Direction::Backward, None, i64::MAX, 100).await,
+        ["$late", "$b", "$a", "$create", "$old"]
+    );
+    // Limits keep the nearest events.
+    assert_eq!(
+        page(at_a, Direction::Forward, None, i64::MAX, 2).await,
+        ["$b", "$late"]
+    );
+    assert_eq!(
+        page(end, Direction::Backward, None, i64::MAX, 2).await,
+        ["$d", "$c"]
+    );
+    // Only events at or below `upto` (what the caller's token has seen).
+    assert_eq!(
+        page(start, Direction::Forward, None, b_pos, 100).await,
+        ["$old", "$create", "$a", "$b"]
+    );
+    assert_eq!(
+        page(end, Direction::Backward, None, a_pos, 100).await,
+        ["$a", "$create", "$old"]
+    );
+    assert_eq!(
+        page(start, Direction::Forward, None, late.stream_pos - 1, 100).await,
+        ["$old", "$create", "$a", "$b", "$c", "$d"]
+    );
+}
+
+async fn non_normal_events_are_stored_but_not_served(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!status:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.member("$join", "@bob:test", "join").await;
+    room.message("$target").await;
+    let snapshot = store.current_snapshot(room.nid).await.expect("snap");
+    let state = current_state_map(&store, room.nid).await;
+
+    for (status, suffix) in [
+        (EventStatus::Outlier, "outlier"),
+        (EventStatus::Rejected, "rejected"),
+        (EventStatus::SoftFailed, "softfailed"),
+    ] {
+        let mut name = room.event(&format!("$name-{suffix}"), "m.room.name", Some(""));
+        name.status = status;
+        let persisted = room.send(name).await;
+        if status == EventStatus::Outlier {
+            assert_eq!(
+                (persisted.state_before_nid, persisted.state_after_nid),
+                (0, 0)
+            );
+        } else {
+            assert_eq!(
+                (persisted.state_before_nid, persisted.state_after_nid),
+                (snapshot, snapshot),
+                "a {suffix} event changes no state"
+            );
+        }
+        let mut leave = room.event(
+            &format!("$leave-{suffix}"),
+            "m.room.member",
+            Some("@bob:test"),
+        );
+        leave.membership = Some("leave".to_owned());
+        leave.status = status;
+        room.send(leave).await;
+        let mut redaction = room.event(&format!("$redact-{suffix}"), "m.room.redaction", None);
+        redaction.redacts = Some("$target".to_owned());
+        redaction.status = status;
+        room.send(redaction).await;
+
+        let stored = store
+            .event(&format!("$name-{suffix}"))
+            .await
+            .expect("event")
+            .expect("stored, whatever its status");
+        assert_eq!(stored.status, status);
+    }
+    assert_eq!(
+        store.current_snapshot(room.nid).await.expect("snap"),
+        snapshot
+    );
+    assert_eq!(current_state_map(&store, room.nid).await, state);
+    assert_eq!(extremities(&store, room.nid).await, ["$target"]);
+    assert_eq!(room.timeline().await, ["$create", "$join", "$target"]);
+    let topological = store
+        .room_events_topological(
+            room.nid,
+            TopoPos {
+                depth: i64::MIN,
+                stream_pos: i64::MIN,
+            },
+            Direction::Forward,
+            None,
+            i64::MAX,
+            100,
+        )
+        .await
+        .expect("topological");
+    assert_eq!(ids(&topological), ["$create", "$join", "$target"]);
+    let bob = store.user_memberships("@bob:test").await.expect("um");
+    assert_eq!(bob.len(), 1);
+    assert_eq!(
+        (bob[0].membership.as_str(), bob[0].event_id.as_str()),
+        ("join", "$join")
+    );
+    let target = store
+        .event("$target")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(target.redacted_by, None);
+    assert_eq!(
+        store
+            .events(&["$name-rejected".to_owned(), "$name-outlier".to_owned()])
+            .await
+            .expect("events")
+            .len(),
+        2,
+        "lookups by id see every status"
+    );
+}
+
+async fn events_bulk_lookup(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!bulk:test").await;
+    let mut other = TestRoom::create(&store, "!bulk2:test").await;
+    room.state("$create", "m.room.create", "").await;
+    for i in 0..5 {
+        room.message(&format!("$m{i}")).await;
+    }
+    other.message("$elsewhere").await;
+    assert!(store.events(&[]).await.expect("events").is_empty());
+    let wanted: Vec<String> = ["$m1", "$m3", "$unknown", "$m3", "$elsewhere", "$create"]
+        .map(str::to_owned)
+        .to_vec();
+    let found = store.events(&wanted).await.expect("events");
+    let mut found_ids = ids(&found);
+    found_ids.sort();
+    assert_eq!(found_ids, ["$create", "$elsewhere", "$m1", "$m3"]);
+    let elsewhere = found
+        .iter()
+        .find(|e| e.event_id == "$elsewhere")
+        .expect("found");
+    assert_eq!(
+        (elsewhere.room_nid, elsewhere.room_id.as_str()),
+        (other.nid, "!bulk2:test")
+    );
+    // More ids than one statement takes.
+    let many: Vec<String> = (0..2_500)
+        .map(|i| format!("$absent{i}"))
+        .chain(["$m4".to_owned()])
+        .collect();
+    assert_eq!(ids(&store.events(&many).await.expect("events")), ["$m4"]);
+}
+
+async fn aliases_create_get_delete(store: DynStorage) {
+    let alias = |name: &str, room_id: &str| RoomAlias {
+        alias: name.to_owned(),
+        room_id: room_id.to_owned(),
+        creator: "@alice:test".to_owned(),
+    };
+    assert_eq!(store.alias("#a:test").await.expect("alias"), None);
+    store
+        .create_alias(&alias("#b:test", "!room:test"))
+        .await
+        .expect("create");
+    store
+        .create_alias(&alias("#a:test", "!room:test"))
+        .await
+        .expect("create");
+    store
+        .create_alias(&alias("#c:test", "!other:test"))
+        .await
+        .expect("create");
+    assert!(matches!(
+        store.create_alias(&alias("#a:test", "!other:test")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(
+        store.alias("#a:test").await.expect("alias"),
+        Some(alias("#a:test", "!room:test")),
+        "a conflicting create changes nothing"
+    );
+    assert_eq!(
+        store.room_aliases("!room:test").await.expect("aliases"),
+        ["#a:test", "#b:test"]
+    );
+    assert!(store.delete_alias("#a:test").await.expect("delete"));
+    assert!(!store.delete_alias("#a:test").await.expect("delete"));
+    assert_eq!(store.alias("#a:test").await.expect("alias"), None);
+    assert_eq!(
+        store.room_aliases("!room:test").await.expect("aliases"),
+        ["#b:test"]
+    );
+    assert!(
+        store
+            .room_aliases("!none:test")
+            .await
+            .expect("aliases")
+            .is_empty()
+    );
+    store
+        .create_alias(&alias("#a:test", "!other:test"))
+        .await
+        .expect("a deleted alias can be taken again");
+}
+
+async fn receipts_put_replace_and_list(store: DynStorage) {
+    let room = TestRoom::create(&store, "!receipts:test").await;
+    let other = TestRoom::create(&store, "!receipts2:test").await;
+    let put = |room_nid: i64, user: &str, receipt_type: &str, thread: Option<&str>, event: &str| {
+        let store = Arc::clone(&store);
+        let (user, receipt_type, thread, event) = (
+            user.to_owned(),
+            receipt_type.to_owned(),
+            thread.map(str::to_owned),
+            event.to_owned(),
+        );
+        async move {
+            let stream_pos = store
+                .next_stream_pos(Stream::Receipts)
+                .await
+                .expect("receipt position");
+            let receipt = Receipt {
+                room_nid,
+                room_id: String::new(),
+                user_id: user,
+                receipt_type,
+                thread_id: thread,
+                event_id: event,
+                ts: NOW + stream_pos,
+                stream_pos,
+            };
+            store.put_receipt(&receipt).await.expect("put_receipt");
+            stream_pos
+        }
+    };
+    let p1 = put(room.nid, "@alice:test", "m.read", None, "$1").await;
+    let p2 = put(room.nid, "@alice:test", "m.read", Some("main"), "$2").await;
+    let p3 = put(room.nid, "@alice:test", "m.read", Some("$root"), "$3").await;
+    let p4 = put(room.nid, "@alice:test", "m.read.private", None, "$4").await;
+    let p5 = put(other.nid, "@bob:test", "m.read", None, "$5").await;
+    // Replaces alice's unthreaded m.read.
+    let p6 = put(room.nid, "@alice:test", "m.read", None, "$6").await;
+
+    let current = store.room_receipts(room.nid).await.expect("room_receipts");
+    assert_eq!(
+        current.len(),
+        4,
+        "one per (user, type, thread): {current:?}"
+    );
+    let unthreaded = current
+        .iter()
+        .find(|r| r.receipt_type == "m.read" && r.thread_id.is_none())
+        .expect("unthreaded");
+    assert_eq!(unthreaded.event_id, "$6");
+    assert_eq!(unthreaded.stream_pos, p6);
+    assert_eq!(unthreaded.ts, NOW + p6);
+    assert_eq!(unthreaded.room_id, "!receipts:test");
+    let threads: Vec<Option<&str>> = {
+        let mut t: Vec<_> = current
+            .iter()
+            .filter(|r| r.receipt_type == "m.read")
+            .map(|r| r.thread_id.as_deref())
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(threads, [None, Some("$root"), Some("main")]);
+
+    let between = |rooms: Vec<i64>, after: i64, upto: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .receipts_between(&rooms, after, upto)
+                .await
+                .expect("receipts_between")
+                .into_iter()
+                .map(|r| r.event_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        between(vec![room.nid, other.nid], 0, i64::MAX).await,
+        ["$2", "$3", "$4", "$5", "$6"],
+        "in stream order; the replaced receipt is gone"
+    );
+    assert_eq!(between(vec![room.nid], p1, p4).await, ["$2", "$3", "$4"]);
+    assert_eq!(between(vec![other.nid], p2, p5).await, ["$5"]);
+    assert!(between(vec![other.nid], p5, i64::MAX).await.is_empty());
+    assert!(between(Vec::new(), 0, i64::MAX).await.is_empty());
+    assert_eq!(
+        store.max_stream_pos(Stream::Receipts).await.expect("max"),
+        p6
+    );
+    assert_eq!(between(vec![room.nid], p2, p3).await, ["$3"]);
+    let bob = store.room_receipts(other.nid).await.expect("room_receipts");
+    assert_eq!(bob.len(), 1);
+    assert_eq!(bob[0].room_id, "!receipts2:test");
+    assert_eq!(bob[0].thread_id, None);
+}
+
+async fn account_data_between_reads_changes(store: DynStorage) {
+    assert_eq!(
+        store
+            .max_stream_pos(Stream::AccountData)
+            .await
+            .expect("max"),
+        0
+    );
+    let alice = create_user(&store, "alice").await;
+    let bob = create_user(&store, "bob").await;
+    store
+        .put_account_data(
+            &alice,
+            None,
+            "m.a",
+            &json!({"n": 1}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
+        .await
+        .expect("put");
+    let first = store
+        .max_stream_pos(Stream::AccountData)
+        .await
+        .expect("max");
+    assert!(first > 0);
+    store
+        .put_account_data(
+            &alice,
+            Some("!room:test"),
+            "m.tag",
+            &json!({"t": 1}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
+        .await
+        .expect("put");
+    store
+        .put_account_data(
+            &bob,
+            None,
+            "m.b",
+            &json!({}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
+        .await
+        .expect("put");
+    store
+        .put_account_data(
+            &alice,
+            None,
+            "m.a",
+            &json!({"n": 2}),
+            store
+                .next_stream_pos(Stream::AccountData)
+                .await
+                .expect("pos"),
+        )
+        .await
+        .expect("overwrite");
+    let last = store
+        .max_stream_pos(Stream::AccountData)
+        .await
+        .expect("max");
+
+    let all = store
+        .account_data_between(&alice, 0, last)
+        .await
+        .expect("between");
+    assert_eq!(
+        all.len(),
+        2,
+        "the overwrite replaced the first change: {all:?}"
+    );
+    assert_eq!(all[0].room_id.as_deref(), Some("!room:test"));
+    assert_eq!(all[0].data_type, "m.tag");
+    assert_eq!(all[0].content, json!({"t": 1}));
+    assert_eq!(all[1].room_id, None, "'' is global");
+    assert_eq!(all[1].content, json!({"n": 2}));
+    assert_eq!(all[1].stream_id, last);
+    assert!(all[0].stream_id < all[1].stream_id);
+
+    let since_first = store
+        .account_data_between(&alice, all[0].stream_id, last)
+        .await
+        .expect("between");
+    assert_eq!(since_first.len(), 1);
+    assert_eq!(since_first[0].data_type, "m.a");
+    assert!(
+        store
+            .account_data_between(&alice, 0, all[0].stream_id - 1)
+            .await
+            .expect("between")
+            .is_empty()
+    );
+    assert!(
+        store
+            .account_data_between(&alice, last, i64::MAX)
+            .await
+            .expect("between")
+            .is_empty()
+    );
+    let bobs = store
+        .account_data_between(&bob, 0, last)
+        .await
+        .expect("between");
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].data_type, "m.b");
+}
+
+/// Room writers of different rooms persist at once (as a shard owner runs
+/// them): no error, every position distinct, every room's state its own.
+async fn concurrent_persists_into_different_rooms(store: DynStorage) {
+    const ROOMS: usize = 6;
+    const EVENTS_PER_ROOM: usize = 15;
+    let mut tasks = Vec::new();
+    for r in 0..ROOMS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let mut room = TestRoom::create(&store, &format!("!concurrent{r}:test")).await;
+            let mut positions = vec![
+                room.state(&format!("$create{r}"), "m.room.create", "")
+                    .await
+                    .stream_pos,
+            ];
+            for i in 0..EVENTS_PER_ROOM {
+                let persisted = match i % 3 {
+                    0 => {
+                        room.member(&format!("$m{r}-{i}"), &format!("@u{i}:test"), "join")
+                            .await
+                    }
+                    // Every room shares these (type, state_key) pairs.
+                    1 => room.state(&format!("$t{r}-{i}"), "m.room.topic", "").await,
+                    _ => room.message(&format!("$x{r}-{i}")).await,
+                };
+                positions.push(persisted.stream_pos);
+            }
+            (r, room.nid, positions)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let (r, room_nid, positions) = task.await.expect("writer task");
+        let state = current_state_map(&store, room_nid).await;
+        assert_eq!(state.len(), 1 + EVENTS_PER_ROOM / 3 + 1, "{state:?}");
+        assert_eq!(
+            state.get(&key("m.room.topic", "")).map(String::as_str),
+            Some(format!("$t{r}-13").as_str())
+        );
+        let snapshot = store.current_snapshot(room_nid).await.expect("snap");
+        assert_eq!(state_map(&store, snapshot).await, state);
+        all.extend(positions);
+    }
+    let count = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), count, "every event has its own position");
+}
+
+async fn persist_into_unknown_room_fails(store: DynStorage) {
+    let room = TestRoom::create(&store, "!known:test").await;
+    let mut event = room.event("$lost", "m.room.message", None);
+    event.room_nid = room.nid + 1000;
+    event.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    assert!(matches!(
+        store.persist_event(event).await,
+        Err(StorageError::Backend(_))
+    ));
+    assert_eq!(store.event("$lost").await.expect("event"), None);
+}
+
+/// PostgreSQL only: `events` is partitioned by hash of the room, with a
+/// fixed number of partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_events_table_is_partitioned() {
+    common::run_with_db(common::Backend::Postgres, |db: Arc<TestDb>| async move {
+        let (store, _) = db.open(&OpenOptions::default()).await.expect("open");
+        store.close().await;
+        assert_eq!(
+            db.query_i64(
+                "SELECT COUNT(*) FROM pg_partitioned_table
+                 WHERE partrelid = 'events'::regclass AND partstrat = 'h'"
+            )
+            .await,
+            1,
+            "events is hash-partitioned"
+        );
+        assert_eq!(
+            db.query_i64("SELECT COUNT(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+                .await,
+            16
+        );
+    })
+    .await;
+}
+
+/// A writer that allocates positions itself (never drawing from the
+/// stream's counter) still finds them in `max_stream_pos` after a restart.
+async fn max_stream_pos_counts_written_positions(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!self-allocated:test").await;
+    let mut event = room.event("$self-allocated", "m.room.message", None);
+    event.stream_pos = 1_000;
+    store.persist_event(event).await.expect("persist");
+    assert_eq!(
+        store.max_stream_pos(Stream::Events).await.expect("max"),
+        1_000
+    );
+    let next = store.next_stream_pos(Stream::Events).await.expect("next");
+    assert!(next > 0);
+    room.last.clear();
 }

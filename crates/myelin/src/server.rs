@@ -6,8 +6,10 @@ use myelin_api::AppState;
 use myelin_core::Config;
 use myelin_core::signing_key::SigningKey;
 use myelin_core::time::now_ms;
+use myelin_rooms::LocalRoomWriter;
 use myelin_storage::{DynStorage, OpenOptions};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,6 +22,8 @@ const UIA_PURGE_INTERVAL: Duration = Duration::from_secs(10 * 60);
 pub struct RunningServer {
     pub local_addr: SocketAddr,
     pub storage: DynStorage,
+    /// The room writer (tests reach its stream tracker through it).
+    pub rooms: Arc<LocalRoomWriter>,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     jobs: Vec<JoinHandle<()>>,
@@ -69,7 +73,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local_addr = listener.local_addr()?;
 
-    let state = AppState::new(config, storage.clone(), signing_key);
+    let rooms = LocalRoomWriter::new(
+        storage.clone(),
+        config.server_name.clone(),
+        signing_key.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the room writer: {e}"))?;
+    let rooms = Arc::new(rooms);
+    let state = AppState::new(config, storage.clone(), signing_key, rooms.clone());
     let app = myelin_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, mut rx) = watch::channel(false);
     let mut serve_rx = rx.clone();
@@ -99,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         local_addr,
         storage,
+        rooms,
         shutdown,
         serve,
         jobs: vec![purge],
@@ -109,6 +122,8 @@ impl RunningServer {
     /// Stops accepting connections, lets in-flight requests finish, stops
     /// background jobs and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
+        // Long-polling /sync requests answer now rather than at their timeout.
+        self.rooms.notifier().close();
         let _ = self.shutdown.send(true);
         let served = self.serve.await;
         for job in self.jobs {

@@ -82,10 +82,14 @@ pub async fn put_global(
     check_owner(&me, &user_id)?;
     check_type(&data_type)?;
     server_controlled(&data_type, false)?;
-    state
-        .storage
-        .put_account_data(&me.user_id, None, &data_type, &Value::Object(content))
-        .await?;
+    write(
+        &state,
+        &me.user_id,
+        None,
+        &data_type,
+        &Value::Object(content),
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 
@@ -116,14 +120,41 @@ pub async fn put_room(
     check_room(&room_id)?;
     check_type(&data_type)?;
     server_controlled(&data_type, true)?;
-    state
-        .storage
-        .put_account_data(
-            &me.user_id,
-            Some(&room_id),
-            &data_type,
-            &Value::Object(content),
-        )
-        .await?;
+    write(
+        &state,
+        &me.user_id,
+        Some(&room_id),
+        &data_type,
+        &Value::Object(content),
+    )
+    .await?;
     Ok(Json(json!({})))
+}
+
+/// Stores account data at a position of the account-data stream, then
+/// wakes the user's long-polling `/sync` requests once `/sync` may read it.
+pub async fn write(
+    state: &AppState,
+    user_id: &str,
+    room_id: Option<&str>,
+    data_type: &str,
+    content: &Value,
+) -> ApiResult<()> {
+    let tracker = state.rooms.account_data();
+    let pos = tracker.allocate();
+    let result = state
+        .storage
+        .put_account_data(user_id, room_id, data_type, content, pos)
+        .await;
+    let wake = if result.is_ok() {
+        vec![user_id.to_owned()]
+    } else {
+        Vec::new()
+    };
+    let woken = tracker.finish(pos, wake);
+    state
+        .rooms
+        .notifier()
+        .notify(woken.iter().map(String::as_str));
+    Ok(result?)
 }

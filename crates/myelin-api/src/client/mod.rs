@@ -4,19 +4,27 @@
 pub mod account;
 pub mod account_data;
 pub mod capabilities;
+pub mod create_room;
 pub mod devices;
+pub mod directory;
+pub mod ephemeral;
 pub mod filter;
 pub mod login;
 pub mod logout;
+pub mod membership;
 pub mod profile;
 pub mod register;
+pub mod room;
+pub mod room_read;
+pub mod send;
 pub mod session;
+pub mod sync;
 pub mod user_directory;
 pub mod versions;
 pub mod well_known;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::state::AppState;
 
@@ -86,4 +94,93 @@ pub fn routes() -> Router<AppState> {
         )
         // User directory
         .route(&v3("/user_directory/search"), post(user_directory::search))
+        // Rooms
+        .route(&v3("/createRoom"), post(create_room::create_room))
+        .route(&v3("/joined_rooms"), get(membership::joined_rooms))
+        .route(
+            &v3("/join/{room_id_or_alias}"),
+            post(membership::join_by_id_or_alias),
+        )
+        .route(&v3("/knock/{room_id_or_alias}"), post(membership::knock))
+        .route(&v3("/rooms/{room_id}/join"), post(membership::join_room))
+        .route(&v3("/rooms/{room_id}/invite"), post(membership::invite))
+        .route(&v3("/rooms/{room_id}/leave"), post(membership::leave))
+        .route(&v3("/rooms/{room_id}/forget"), post(membership::forget))
+        .route(&v3("/rooms/{room_id}/kick"), post(membership::kick))
+        .route(&v3("/rooms/{room_id}/ban"), post(membership::ban))
+        .route(&v3("/rooms/{room_id}/unban"), post(membership::unban))
+        .route(&v3("/rooms/{room_id}/members"), get(membership::members))
+        .route(
+            &v3("/rooms/{room_id}/joined_members"),
+            get(membership::joined_members),
+        )
+        .route(
+            &v3("/rooms/{room_id}/send/{event_type}/{txn_id}"),
+            put(send::send_message),
+        )
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}"),
+            put(send::put_state_empty_key),
+        )
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}/"),
+            put(send::put_state_empty_key),
+        )
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}/{state_key}"),
+            put(send::put_state),
+        )
+        .route(
+            &v3("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
+            put(send::redact),
+        )
+        // Reading rooms
+        .route(
+            &v3("/rooms/{room_id}/event/{event_id}"),
+            get(room_read::get_event),
+        )
+        .route(&v3("/rooms/{room_id}/state"), get(room_read::get_state))
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}"),
+            get(room_read::get_state_event_empty_key),
+        )
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}/"),
+            get(room_read::get_state_event_empty_key),
+        )
+        .route(
+            &v3("/rooms/{room_id}/state/{event_type}/{state_key}"),
+            get(room_read::get_state_event),
+        )
+        .route(&v3("/rooms/{room_id}/messages"), get(room_read::messages))
+        .route(
+            &v3("/rooms/{room_id}/context/{event_id}"),
+            get(room_read::context),
+        )
+        // Room aliases
+        .route(
+            &v3("/directory/room/{room_alias}"),
+            get(directory::get_alias)
+                .put(directory::set_alias)
+                .delete(directory::delete_alias),
+        )
+        .route(
+            &v3("/rooms/{room_id}/aliases"),
+            get(directory::room_aliases),
+        )
+        // Sync
+        .route(&v3("/sync"), get(sync::sync))
+        // Typing, receipts, read markers
+        .route(
+            &v3("/rooms/{room_id}/typing/{user_id}"),
+            put(ephemeral::typing),
+        )
+        .route(
+            &v3("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"),
+            post(ephemeral::receipt),
+        )
+        .route(
+            &v3("/rooms/{room_id}/read_markers"),
+            post(ephemeral::read_markers),
+        )
 }

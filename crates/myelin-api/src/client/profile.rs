@@ -110,6 +110,7 @@ pub async fn set_displayname(
         .storage
         .set_displayname(&me.user_id, name.as_deref())
         .await?;
+    propagate_to_rooms(&state, &me.user_id).await;
     Ok(Json(json!({})))
 }
 
@@ -142,7 +143,48 @@ pub async fn set_avatar_url(
         .storage
         .set_avatar_url(&me.user_id, url.as_deref())
         .await?;
+    propagate_to_rooms(&state, &me.user_id).await;
     Ok(Json(json!({})))
+}
+
+/// Joined rooms whose member event a profile change updates, at most.
+const PROPAGATE_ROOMS_MAX: usize = 1000;
+
+/// Sends a fresh join event (with the new profile) into each joined room,
+/// as clients show names and avatars from member events. A room that
+/// refuses it (a power level forbidding it, say) is skipped: the profile
+/// itself is already saved.
+async fn propagate_to_rooms(state: &AppState, user_id: &str) {
+    let memberships = match state.storage.user_memberships(user_id).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the rooms to update a profile in");
+            return;
+        }
+    };
+    for membership in memberships
+        .into_iter()
+        .filter(|m| m.membership == "join")
+        .take(PROPAGATE_ROOMS_MAX)
+    {
+        let Ok(content) = crate::client::room::member_content(state, user_id, "join", None).await
+        else {
+            continue;
+        };
+        let event = myelin_rooms::SendEvent {
+            sender: user_id.to_owned(),
+            kind: "m.room.member".to_owned(),
+            state_key: Some(user_id.to_owned()),
+            content,
+            redacts: None,
+            txn: None,
+        };
+        if let Err(e) =
+            myelin_rooms::RoomWriter::send(state.rooms.as_ref(), &membership.room_id, event).await
+        {
+            tracing::debug!(room_id = %membership.room_id, error = %e, "profile change not sent to a room");
+        }
+    }
 }
 
 /// `mxc://<server-name>/<media-id>`

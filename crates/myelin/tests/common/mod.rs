@@ -80,6 +80,7 @@ pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
     server: Option<RunningServer>,
+    config: Config,
     dir: tempfile::TempDir,
     postgres_db: Option<String>,
 }
@@ -109,7 +110,7 @@ impl TestServer {
             postgres_db = Some(name);
         }
         adjust(&mut config);
-        let server = myelin::server::start(config)
+        let server = myelin::server::start(config.clone())
             .await
             .expect("the server starts");
         let base = server.base_url();
@@ -118,9 +119,23 @@ impl TestServer {
             base,
             client: reqwest::Client::new(),
             server: Some(server),
+            config,
             dir,
             postgres_db,
         }
+    }
+
+    /// Stops the server and starts it again on the same database and data
+    /// directory (on a new port: `base` changes).
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("the server stops cleanly");
+        }
+        let server = myelin::server::start(self.config.clone())
+            .await
+            .expect("the server restarts");
+        self.base = server.base_url();
+        self.server = Some(server);
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -131,6 +146,11 @@ impl TestServer {
     /// (registration tokens, for instance).
     pub fn storage(&self) -> &myelin_storage::DynStorage {
         &self.server.as_ref().expect("the server is running").storage
+    }
+
+    /// The running server's room writer (its notifier shows who a request woke).
+    pub fn rooms(&self) -> &std::sync::Arc<myelin_rooms::LocalRoomWriter> {
+        &self.server.as_ref().expect("the server is running").rooms
     }
 
     /// The full URL of a path on this server.

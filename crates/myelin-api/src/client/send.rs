@@ -1,0 +1,228 @@
+//! Sending events: messages, state, redactions.
+//! Spec: <https://spec.matrix.org/v1.19/client-server-api/#sending-events-to-a-room>
+
+use axum::Json;
+use axum::extract::State;
+use myelin_core::{ErrorKind, MatrixError};
+use myelin_rooms::SendEvent;
+use myelin_storage::TxnKey;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::auth::{Auth, Identity};
+use crate::client::room::{room, send};
+use crate::error::ApiResult;
+use crate::extract::{MatrixJson, MatrixPath, OptionalMatrixJson};
+use crate::state::AppState;
+
+/// Longest event type and transaction id accepted.
+const TYPE_LENGTH_MAX: usize = 255;
+const TXN_ID_LENGTH_MAX: usize = 255;
+
+fn check_type(kind: &str) -> ApiResult<()> {
+    if kind.is_empty() || kind.len() > TYPE_LENGTH_MAX {
+        return Err(MatrixError::invalid_param("Invalid event type").into());
+    }
+    Ok(())
+}
+
+fn txn(me: &Identity, txn_id: String) -> ApiResult<TxnKey> {
+    if txn_id.is_empty() || txn_id.len() > TXN_ID_LENGTH_MAX {
+        return Err(MatrixError::invalid_param("Invalid transaction id").into());
+    }
+    Ok(TxnKey {
+        user_id: me.user_id.clone(),
+        device_id: me.device_id.clone(),
+        txn_id,
+    })
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+pub async fn send_message(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    MatrixPath((room_id, kind, txn_id)): MatrixPath<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    check_type(&kind)?;
+    room(&state, &room_id).await?;
+    let event = SendEvent {
+        sender: me.user_id.clone(),
+        kind,
+        state_key: None,
+        content,
+        redacts: None,
+        txn: Some(txn(&me, txn_id)?),
+    };
+    let sent = send(&state, &room_id, event).await?;
+    Ok(Json(json!({ "event_id": sent.event_id })))
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn put_state(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    MatrixPath((room_id, kind, state_key)): MatrixPath<(String, String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    put_state_event(state, me, room_id, kind, state_key, content).await
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}` (empty state key)
+pub async fn put_state_empty_key(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    MatrixPath((room_id, kind)): MatrixPath<(String, String)>,
+    MatrixJson(content): MatrixJson<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    put_state_event(state, me, room_id, kind, String::new(), content).await
+}
+
+async fn put_state_event(
+    state: AppState,
+    me: Identity,
+    room_id: String,
+    kind: String,
+    state_key: String,
+    content: Map<String, Value>,
+) -> ApiResult<Json<Value>> {
+    check_type(&kind)?;
+    room(&state, &room_id).await?;
+    if kind == "m.room.canonical_alias" {
+        check_canonical_alias(&state, &room_id, &content).await?;
+    }
+    let event = SendEvent {
+        sender: me.user_id,
+        kind,
+        state_key: Some(state_key),
+        content,
+        redacts: None,
+        txn: None,
+    };
+    let sent = send(&state, &room_id, event).await?;
+    Ok(Json(json!({ "event_id": sent.event_id })))
+}
+
+/// `m.room.canonical_alias` may only name aliases that point to this room.
+/// Spec: <https://spec.matrix.org/v1.19/client-server-api/#mroomcanonical_alias>
+async fn check_canonical_alias(
+    state: &AppState,
+    room_id: &str,
+    content: &Map<String, Value>,
+) -> ApiResult<()> {
+    let bad = |m: &str| MatrixError::new(ErrorKind::BadAlias, m.to_owned());
+    let mut aliases = Vec::new();
+    match content.get("alias") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(a)) => aliases.push(a.clone()),
+        Some(_) => return Err(MatrixError::bad_json("`alias` must be a string").into()),
+    }
+    match content.get("alt_aliases") {
+        None => {}
+        Some(Value::Array(list)) => {
+            for a in list {
+                let a = a
+                    .as_str()
+                    .ok_or_else(|| MatrixError::bad_json("`alt_aliases` must hold strings"))?;
+                aliases.push(a.to_owned());
+            }
+        }
+        Some(_) => return Err(MatrixError::bad_json("`alt_aliases` must be an array").into()),
+    }
+    for alias in aliases {
+        if !alias.starts_with('#') || !alias.contains(':') {
+            return Err(MatrixError::invalid_param(format!("{alias} is not a room alias")).into());
+        }
+        match state.storage.alias(&alias).await? {
+            Some(record) if record.room_id == room_id => {}
+            Some(_) => return Err(bad(&format!("{alias} points to another room")).into()),
+            None => return Err(bad(&format!("{alias} does not exist")).into()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `user_id` reaches the room's `redact` power level.
+async fn may_redact_others(
+    state: &AppState,
+    room_nid: i64,
+    version: &myelin_events::RoomVersion,
+    user_id: &str,
+) -> ApiResult<bool> {
+    use myelin_events::auth::{PowerLevel, user_power_level};
+    let mut view = std::collections::HashMap::new();
+    let mut required = 50;
+    for (kind, key) in [("m.room.create", ""), ("m.room.power_levels", "")] {
+        if let Some(stored) = state
+            .storage
+            .current_state_event(room_nid, kind, key)
+            .await?
+        {
+            let pdu = myelin_events::Pdu::from_json_str(version, &stored.json, &stored.event_id)
+                .map_err(MatrixError::internal)?;
+            if kind == "m.room.power_levels" {
+                required = pdu.content.get("redact").and_then(json_int).unwrap_or(50);
+            }
+            view.insert((kind.to_owned(), key.to_owned()), pdu);
+        }
+    }
+    Ok(user_power_level(version, &view, user_id) >= PowerLevel::Int(required))
+}
+
+/// A power level as JSON: an integer, or (before v10) a string of one.
+fn json_int(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RedactBody {
+    reason: Option<String>,
+}
+
+/// `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    MatrixPath((room_id, event_id, txn_id)): MatrixPath<(String, String, String)>,
+    OptionalMatrixJson(body): OptionalMatrixJson<RedactBody>,
+) -> ApiResult<Json<Value>> {
+    let (record, version) = room(&state, &room_id).await?;
+    if !event_id.starts_with('$') {
+        return Err(MatrixError::invalid_param("Invalid event id").into());
+    }
+    let target = state
+        .storage
+        .event(&event_id)
+        .await?
+        .filter(|e| e.room_nid == record.room_nid)
+        .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+    // From v3 the rules accept any redaction and leave it to servers to
+    // apply it only when allowed: refuse what would not apply.
+    if target.sender != me.user_id
+        && !may_redact_others(&state, record.room_nid, &version, &me.user_id).await?
+    {
+        return Err(MatrixError::forbidden(
+            "Your power level is too low to redact other users' events",
+        )
+        .into());
+    }
+    let mut content = Map::new();
+    if let Some(reason) = body.unwrap_or_default().reason {
+        content.insert("reason".into(), json!(reason));
+    }
+    // From v11 the redacted event's id also lives in the content.
+    if version.rules.redaction.keep_room_redaction_redacts {
+        content.insert("redacts".into(), json!(event_id));
+    }
+    let event = SendEvent {
+        sender: me.user_id.clone(),
+        kind: "m.room.redaction".to_owned(),
+        state_key: None,
+        content,
+        redacts: Some(event_id),
+        txn: Some(txn(&me, txn_id)?),
+    };
+    let sent = send(&state, &room_id, event).await?;
+    Ok(Json(json!({ "event_id": sent.event_id })))
+}

@@ -1,0 +1,25 @@
+//! The room writer: one writer per room, serialized within a room and
+//! concurrent across rooms. Creating an event chooses its `prev_events`,
+//! `auth_events` and depth, signs it, checks it against the room's current
+//! state and persists it (event, state change and stream position in one
+//! transaction), then wakes the `/sync` requests waiting for it.
+//!
+//! [`RoomWriter`] is the interface a cluster will route across nodes (each
+//! room to its shard owner); [`LocalRoomWriter`] is the in-process
+//! implementation of a single node.
+//!
+//! Architecture Invariant: every event of a room is created by its writer;
+//! nothing else calls `RoomStore::persist_event` for local events.
+
+pub mod create;
+mod notifier;
+pub mod read;
+mod stream;
+mod typing;
+mod writer;
+
+pub use create::{CreateRoomRequest, Preset};
+pub use notifier::Notifier;
+pub use stream::{StreamTracker, Visible};
+pub use typing::{TYPING_TIMEOUT_MAX, Typing};
+pub use writer::{LocalRoomWriter, RoomWriter, SendEvent, SentEvent};

@@ -1,0 +1,378 @@
+//! The room storage contract: events, state snapshots, memberships, stream
+//! positions, transaction ids, aliases and receipts.
+//!
+//! Model (see DESIGN.md "Storage"):
+//! - Rooms, events and `(type, state_key)` pairs are interned to 64-bit ids
+//!   (`room_nid`, `event_nid`, `state_key_nid`); state is stored as sets of
+//!   those numbers, never as JSON.
+//! - A state *snapshot* is a delta over a base snapshot, with a bounded chain
+//!   ([`STATE_CHAIN_LENGTH_MAX`]); past that a full snapshot is written. Every
+//!   event records the snapshot before it and after it.
+//! - Events carry a *stream position* (live sync order) and a *topological*
+//!   position (`depth`, then stream position) for `/messages`. Positions are
+//!   allocated before the write ([`RoomStore::next_stream_pos`]) so that the
+//!   caller can track positions that are allocated but not yet committed and
+//!   never let a reader skip one (the room writer's watermark).
+//! - Every event row records the slot epoch it was written under (cluster
+//!   fencing; 0 on a single node), and a status (normal, outlier, rejected,
+//!   soft-failed) so federation needs no schema rewrite.
+
+use async_trait::async_trait;
+
+use crate::StorageResult;
+
+/// Longest chain of delta snapshots before a full one is written.
+pub const STATE_CHAIN_LENGTH_MAX: i64 = 16;
+
+/// Entries a state read (a snapshot, the current state, the members of a
+/// room) returns at most; the largest public rooms hold ~10^5 state events.
+/// Beyond it the read fails rather than return part of the state: a state
+/// missing a ban or a power level is wrong, not merely short.
+pub(crate) const STATE_ENTRIES_MAX: i64 = 1_000_000;
+
+/// Event ids looked up per statement by [`RoomStore::events`]: the result is
+/// as long as the request at most, but each statement stays small.
+pub(crate) const EVENTS_LOOKUP_BATCH: usize = 1_000;
+
+/// `rows` of a state read made with `LIMIT STATE_ENTRIES_MAX + 1`, or an
+/// error if the limit was passed.
+pub(crate) fn bounded_state<T>(rows: Vec<T>, what: &str) -> StorageResult<Vec<T>> {
+    if rows.len() as i64 > STATE_ENTRIES_MAX {
+        return Err(crate::StorageError::Backend(format!(
+            "{what} has more than {STATE_ENTRIES_MAX} entries; refusing to return part of it"
+        )));
+    }
+    Ok(rows)
+}
+
+/// The error for a write naming a room that was never created.
+pub(crate) fn unknown_room(room_nid: i64) -> crate::StorageError {
+    crate::StorageError::Backend(format!("no room with nid {room_nid}"))
+}
+
+/// A room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRecord {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub room_version: String,
+    pub created_ms: i64,
+}
+
+/// Why an event is (or is not) part of the room's visible history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventStatus {
+    /// Accepted: part of the timeline and of state.
+    #[default]
+    Normal,
+    /// Known, but with no state computed (fetched for auth chains).
+    Outlier,
+    /// Failed authorization: stored, never served, never state.
+    Rejected,
+    /// Passed auth at its position but not against current state: stored,
+    /// not sent to clients, not a forward extremity.
+    SoftFailed,
+}
+
+impl EventStatus {
+    pub fn as_i16(self) -> i16 {
+        match self {
+            Self::Normal => 0,
+            Self::Outlier => 1,
+            Self::Rejected => 2,
+            Self::SoftFailed => 3,
+        }
+    }
+
+    pub fn from_i16(v: i16) -> Self {
+        match v {
+            1 => Self::Outlier,
+            2 => Self::Rejected,
+            3 => Self::SoftFailed,
+            _ => Self::Normal,
+        }
+    }
+}
+
+/// The client transaction an event was sent in (idempotence of `PUT …/send/…/{txnId}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnKey {
+    pub user_id: String,
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+/// An event to persist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub room_nid: i64,
+    pub event_id: String,
+    /// The event `type`.
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    /// The PDU as canonical JSON, exactly as signed.
+    pub json: String,
+    /// The events it references; they stop being forward extremities.
+    pub prev_events: Vec<String>,
+    /// For `m.room.member`: `content.membership` (denormalized for queries).
+    pub membership: Option<String>,
+    /// For `m.room.redaction`: the event it redacts.
+    pub redacts: Option<String>,
+    pub txn: Option<TxnKey>,
+    /// From [`RoomStore::next_stream_pos`].
+    pub stream_pos: i64,
+    /// The slot epoch (fencing token) it is written under; 0 on a single node.
+    pub slot_epoch: i64,
+    pub status: EventStatus,
+}
+
+/// What persisting produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistedEvent {
+    pub event_nid: i64,
+    pub stream_pos: i64,
+    pub state_before_nid: i64,
+    pub state_after_nid: i64,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event_nid: i64,
+    pub room_nid: i64,
+    pub room_id: String,
+    pub event_id: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    pub depth: i64,
+    pub stream_pos: i64,
+    /// The PDU's canonical JSON, unredacted.
+    pub json: String,
+    pub membership: Option<String>,
+    pub redacts: Option<String>,
+    /// The redaction event that redacted it, if any (serve it redacted).
+    pub redacted_by: Option<String>,
+    pub state_before_nid: i64,
+    pub state_after_nid: i64,
+    pub status: EventStatus,
+    /// The transaction it was sent in (for `unsigned.transaction_id`, shown
+    /// only to the sending device).
+    pub txn: Option<TxnKey>,
+}
+
+/// One `(type, state_key) → event` entry of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StateEntry {
+    pub kind: String,
+    pub state_key: String,
+    pub event_id: String,
+}
+
+/// A topological position: `(depth, stream_pos)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopoPos {
+    pub depth: i64,
+    pub stream_pos: i64,
+}
+
+/// Which way to page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Towards older events.
+    Backward,
+    /// Towards newer events.
+    Forward,
+}
+
+/// A user's current membership in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMembership {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_pos: i64,
+    pub forgotten: bool,
+}
+
+/// A member of a room as of its current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMember {
+    pub user_id: String,
+    pub membership: String,
+    pub event_id: String,
+}
+
+/// A read receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub room_nid: i64,
+    pub room_id: String,
+    pub user_id: String,
+    /// `m.read` or `m.read.private`.
+    pub receipt_type: String,
+    /// `None` for unthreaded receipts; `main` or a thread root's event id.
+    pub thread_id: Option<String>,
+    pub event_id: String,
+    pub ts: i64,
+    pub stream_pos: i64,
+}
+
+/// A room alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAlias {
+    pub alias: String,
+    pub room_id: String,
+    pub creator: String,
+}
+
+/// One account-data change, for `/sync`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountDataChange {
+    /// `None`: global account data.
+    pub room_id: Option<String>,
+    pub data_type: String,
+    pub content: serde_json::Value,
+    pub stream_id: i64,
+}
+
+/// The streams whose positions sync tokens carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Events,
+    Receipts,
+    AccountData,
+}
+
+#[async_trait]
+pub trait RoomStore: Send + Sync {
+    /// Registers a room. [`crate::StorageError::Conflict`] if the id exists.
+    async fn create_room(
+        &self,
+        room_id: &str,
+        room_version: &str,
+        created_ms: i64,
+    ) -> StorageResult<RoomRecord>;
+    async fn room(&self, room_id: &str) -> StorageResult<Option<RoomRecord>>;
+
+    /// A new position on `stream`, strictly greater than every position
+    /// handed out before (by any process sharing the database). Not
+    /// transactional: a position whose write fails leaves a gap.
+    async fn next_stream_pos(&self, stream: Stream) -> StorageResult<i64>;
+    /// The greatest position handed out on `stream` (0 if none).
+    async fn max_stream_pos(&self, stream: Stream) -> StorageResult<i64>;
+
+    /// Persists one event in ONE transaction: the event id locator and row;
+    /// for a `Normal` event the state snapshots (before = the room's current
+    /// snapshot; a state event makes a new snapshot after it, a delta on
+    /// that base, full once the chain reaches [`STATE_CHAIN_LENGTH_MAX`]),
+    /// the room's current state, the membership of `state_key` for
+    /// `m.room.member`, the forward extremities (minus `prev_events`, plus
+    /// this event), the transaction id, and the redaction mark on `redacts`'s
+    /// target when it is in the same room. `Conflict` if the event id or the
+    /// transaction exists.
+    async fn persist_event(&self, event: NewEvent) -> StorageResult<PersistedEvent>;
+
+    /// The event id a transaction produced in a room. Transactions are
+    /// scoped to the room (and the user's device): clients reuse ids across
+    /// rooms, and the spec makes them unique per request path.
+    async fn txn_event(
+        &self,
+        room_nid: i64,
+        user_id: &str,
+        device_id: &str,
+        txn_id: &str,
+    ) -> StorageResult<Option<String>>;
+
+    async fn event(&self, event_id: &str) -> StorageResult<Option<StoredEvent>>;
+    /// The events of `event_ids` that exist, in no particular order.
+    async fn events(&self, event_ids: &[String]) -> StorageResult<Vec<StoredEvent>>;
+
+    /// Forward extremities: `(event_id, depth)`.
+    async fn forward_extremities(&self, room_nid: i64) -> StorageResult<Vec<(String, i64)>>;
+    /// The current state snapshot id of the room (0 before its first event).
+    async fn current_snapshot(&self, room_nid: i64) -> StorageResult<i64>;
+    /// The events of the room's current state.
+    async fn current_state(&self, room_nid: i64) -> StorageResult<Vec<StoredEvent>>;
+    async fn current_state_event(
+        &self,
+        room_nid: i64,
+        kind: &str,
+        state_key: &str,
+    ) -> StorageResult<Option<StoredEvent>>;
+    /// Every entry of a snapshot (walking its delta chain).
+    async fn state_at(&self, snapshot_nid: i64) -> StorageResult<Vec<StateEntry>>;
+    /// One entry of a snapshot, resolved to its event.
+    async fn state_event_at(
+        &self,
+        snapshot_nid: i64,
+        kind: &str,
+        state_key: &str,
+    ) -> StorageResult<Option<StoredEvent>>;
+
+    /// `Normal` events of a room with `after < stream_pos <= upto`, at most
+    /// `limit`: the newest ones when `newest_first`, else the oldest; always
+    /// returned in the order asked.
+    async fn room_events_by_stream(
+        &self,
+        room_nid: i64,
+        after: i64,
+        upto: i64,
+        limit: u32,
+        newest_first: bool,
+    ) -> StorageResult<Vec<StoredEvent>>;
+    /// `Normal` events of a room in topological order from `from`
+    /// (exclusive) towards `dir`, stopping at `to` (exclusive) if given, at
+    /// most `limit`, only those with `stream_pos <= upto`.
+    async fn room_events_topological(
+        &self,
+        room_nid: i64,
+        from: TopoPos,
+        dir: Direction,
+        to: Option<TopoPos>,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>>;
+
+    /// The user's current membership in every room they ever had one in.
+    async fn user_memberships(&self, user_id: &str) -> StorageResult<Vec<UserMembership>>;
+    /// The current members (any membership) of a room.
+    async fn room_members(&self, room_nid: i64) -> StorageResult<Vec<RoomMember>>;
+    /// Marks a room forgotten by a user (`POST /rooms/{id}/forget`); a new
+    /// membership event clears the mark.
+    async fn forget_room(&self, user_id: &str, room_nid: i64) -> StorageResult<()>;
+
+    /// [`crate::StorageError::Conflict`] if the alias exists.
+    async fn create_alias(&self, alias: &RoomAlias) -> StorageResult<()>;
+    async fn alias(&self, alias: &str) -> StorageResult<Option<RoomAlias>>;
+    /// `false` if it did not exist.
+    async fn delete_alias(&self, alias: &str) -> StorageResult<bool>;
+    async fn room_aliases(&self, room_id: &str) -> StorageResult<Vec<String>>;
+
+    /// Stores (replacing the user's previous receipt of that type and thread
+    /// in that room) a receipt at `receipt.stream_pos` (from
+    /// [`RoomStore::next_stream_pos`] with [`Stream::Receipts`]).
+    async fn put_receipt(&self, receipt: &Receipt) -> StorageResult<()>;
+    /// Receipts in these rooms with `after < stream_pos <= upto`.
+    async fn receipts_between(
+        &self,
+        room_nids: &[i64],
+        after: i64,
+        upto: i64,
+    ) -> StorageResult<Vec<Receipt>>;
+    /// The current receipts of a room (for an initial sync).
+    async fn room_receipts(&self, room_nid: i64) -> StorageResult<Vec<Receipt>>;
+
+    /// Account data of a user with `after < stream_id <= upto`.
+    async fn account_data_between(
+        &self,
+        user_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> StorageResult<Vec<AccountDataChange>>;
+}

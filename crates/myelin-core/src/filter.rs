@@ -82,6 +82,99 @@ pub struct RoomEventFilter {
     pub unread_thread_notifications: Option<bool>,
 }
 
+/// Matches `text` against `pattern`, where `*` stands for any run of
+/// characters (the spec's wildcard in `types`). Backtracks only to the last
+/// star: O(len(pattern) × len(text)) at worst.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// `rooms` / `not_rooms`: the `not_` list wins; no `rooms` list allows all.
+pub fn rooms_allow(rooms: Option<&[String]>, not_rooms: Option<&[String]>, room_id: &str) -> bool {
+    if not_rooms.is_some_and(|n| n.iter().any(|r| r == room_id)) {
+        return false;
+    }
+    rooms.is_none_or(|r| r.iter().any(|r| r == room_id))
+}
+
+/// Whether an event (its JSON) has a string `content.url`, for `contains_url`.
+pub fn event_has_url(event_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(event_json)
+        .ok()
+        .and_then(|v| {
+            v.get("content")?
+                .get("url")
+                .map(serde_json::Value::is_string)
+        })
+        .unwrap_or(false)
+}
+
+impl EventFilter {
+    /// `types` / `not_types` (with `*` wildcards); the `not_` list wins.
+    pub fn matches_type(&self, kind: &str) -> bool {
+        if self
+            .not_types
+            .as_ref()
+            .is_some_and(|n| n.iter().any(|p| glob(p, kind)))
+        {
+            return false;
+        }
+        self.types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|p| glob(p, kind)))
+    }
+
+    /// Types, and `senders` / `not_senders`; the `not_` lists win.
+    pub fn matches(&self, kind: &str, sender: &str) -> bool {
+        if self
+            .not_senders
+            .as_ref()
+            .is_some_and(|n| n.iter().any(|s| s == sender))
+        {
+            return false;
+        }
+        if self
+            .senders
+            .as_ref()
+            .is_some_and(|s| !s.iter().any(|s| s == sender))
+        {
+            return false;
+        }
+        self.matches_type(kind)
+    }
+}
+
+impl RoomEventFilter {
+    pub fn allows_room(&self, room_id: &str) -> bool {
+        rooms_allow(self.rooms.as_deref(), self.not_rooms.as_deref(), room_id)
+    }
+
+    /// Types, senders and `contains_url` (whether the event has a string
+    /// `content.url`); rooms are [`RoomEventFilter::allows_room`]'s.
+    pub fn matches_event(&self, kind: &str, sender: &str, has_url: bool) -> bool {
+        self.base.matches(kind, sender) && self.contains_url.is_none_or(|wanted| wanted == has_url)
+    }
+}
+
 /// Parses and validates a filter definition. The error says which field is wrong.
 pub fn parse_filter(value: serde_json::Value) -> Result<Filter, String> {
     check_objects(&value, FILTER_OBJECT_PATHS)?;
@@ -267,6 +360,41 @@ mod tests {
         assert!(parse_room_event_filter(json!({"senders": ["nobody"]})).is_err());
         assert!(parse_room_event_filter(json!({"limit": 0})).is_err());
         assert!(parse_room_event_filter(json!({"contains_url": "yes"})).is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("m.room.*", "m.room.message"));
+        assert!(glob("*", ""));
+        assert!(glob("m.*.member", "m.room.member"));
+        assert!(glob("*.*", "a.b"));
+        assert!(!glob("m.room.message", "m.room.messages"));
+        assert!(!glob("m.room.*", "m.reaction"));
+        assert!(!glob("a*b", "ac"));
+        assert!(!glob("a*a", "a"));
+    }
+
+    #[test]
+    fn event_and_room_rules() {
+        let f: EventFilter = serde_json::from_value(json!({
+            "types": ["m.room.*"], "not_types": ["m.room.member"], "not_senders": ["@spam:x"]
+        }))
+        .unwrap();
+        assert!(f.matches("m.room.message", "@a:x"));
+        assert!(!f.matches("m.room.member", "@a:x"));
+        assert!(!f.matches("m.room.message", "@spam:x"));
+        assert!(!f.matches("m.reaction", "@a:x"));
+        let only: EventFilter = serde_json::from_value(json!({ "senders": ["@a:x"] })).unwrap();
+        assert!(!only.matches("m.room.message", "@b:x"));
+        let r: RoomEventFilter = serde_json::from_value(
+            json!({ "rooms": ["!a"], "not_rooms": ["!b"], "contains_url": true }),
+        )
+        .unwrap();
+        assert!(r.allows_room("!a") && !r.allows_room("!b") && !r.allows_room("!c"));
+        assert!(r.matches_event("m.room.message", "@a:x", true));
+        assert!(!r.matches_event("m.room.message", "@a:x", false));
+        assert!(event_has_url(r#"{"content":{"url":"mxc://x/y"}}"#));
+        assert!(!event_has_url(r#"{"content":{"url":5}}"#));
     }
 
     #[test]

@@ -317,6 +317,20 @@ pub async fn leave(
     Ok(Json(json!({})))
 }
 
+/// Sets another user's membership (kick, ban): the rules decide whether
+/// the sender may.
+async fn moderate(
+    state: &AppState,
+    sender: &str,
+    room_id: &str,
+    body: TargetBody,
+    membership: &str,
+) -> ApiResult<Json<Value>> {
+    room(state, room_id).await?;
+    set_membership(state, room_id, sender, &body.user_id, membership, body.reason).await?;
+    Ok(Json(json!({})))
+}
+
 /// `POST /_matrix/client/v3/rooms/{roomId}/kick`
 pub async fn kick(
     State(state): State<AppState>,
@@ -324,17 +338,7 @@ pub async fn kick(
     MatrixPath(room_id): MatrixPath<String>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    room(&state, &room_id).await?;
-    set_membership(
-        &state,
-        &room_id,
-        &me.user_id,
-        &body.user_id,
-        "leave",
-        body.reason,
-    )
-    .await?;
-    Ok(Json(json!({})))
+    moderate(&state, &me.user_id, &room_id, body, "leave").await
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/ban`
@@ -344,17 +348,7 @@ pub async fn ban(
     MatrixPath(room_id): MatrixPath<String>,
     MatrixJson(body): MatrixJson<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    room(&state, &room_id).await?;
-    set_membership(
-        &state,
-        &room_id,
-        &me.user_id,
-        &body.user_id,
-        "ban",
-        body.reason,
-    )
-    .await?;
-    Ok(Json(json!({})))
+    moderate(&state, &me.user_id, &room_id, body, "ban").await
 }
 
 /// `POST /_matrix/client/v3/rooms/{roomId}/unban`

@@ -8,11 +8,12 @@ use myelin_events::pdu::check_canonical;
 use myelin_events::{
     EventError, Pdu, PduTemplate, RoomVersion, auth_types_for_event, build_pdu, check_auth,
 };
+use myelin_storage::rooms::PERSIST_BATCH_MAX;
 use myelin_storage::{DynStorage, EventStatus, NewEvent, RoomRecord, StorageError, Stream, TxnKey};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use crate::create::{self, CreateRoomRequest};
 use crate::notifier::Notifier;
@@ -67,9 +68,35 @@ struct RoomHead {
     interested: HashMap<String, String>,
 }
 
-type HeadSlot = Arc<AsyncMutex<Option<RoomHead>>>;
+/// A send waiting for the room's writer.
+struct Pending {
+    event: SendEvent,
+    reply: oneshot::Sender<MatrixResult<SentEvent>>,
+}
+
+/// One room's writer state: its head, behind the lock that makes it the
+/// one writer, and the sends queued for the next group commit.
+#[derive(Default)]
+struct RoomSlot {
+    head: AsyncMutex<Option<RoomHead>>,
+    queue: Mutex<VecDeque<Pending>>,
+}
+
+/// An event built and authorized against the head, not yet persisted.
+struct Built {
+    pdu: Pdu,
+    membership: Option<String>,
+    txn: Option<TxnKey>,
+    /// Who to wake once it is readable.
+    wake: Vec<String>,
+}
 
 /// The single node's room writer.
+///
+/// Sends to one room are group-committed: a send queues itself, and the
+/// send that holds the room's lock builds and authorizes every queued
+/// event (each on the state the previous one left) and persists them in
+/// one transaction — one durable commit for a burst, instead of one each.
 pub struct LocalRoomWriter {
     storage: DynStorage,
     server_name: String,
@@ -78,7 +105,7 @@ pub struct LocalRoomWriter {
     receipts: Arc<StreamTracker>,
     account_data: Arc<StreamTracker>,
     notifier: Arc<Notifier>,
-    rooms: Mutex<HashMap<String, HeadSlot>>,
+    rooms: Mutex<HashMap<String, Arc<RoomSlot>>>,
 }
 
 impl LocalRoomWriter {
@@ -123,7 +150,7 @@ impl LocalRoomWriter {
         &self.notifier
     }
 
-    fn slot(&self, room_id: &str) -> HeadSlot {
+    fn slot(&self, room_id: &str) -> Arc<RoomSlot> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if rooms.len() >= CACHED_ROOMS_MAX && !rooms.contains_key(room_id) {
             // Drop the heads no writer holds; they reload on demand.
@@ -180,13 +207,10 @@ impl LocalRoomWriter {
         })
     }
 
-    /// Builds, authorizes and persists an event on `head`.
-    async fn append(&self, head: &mut RoomHead, event: SendEvent) -> MatrixResult<SentEvent> {
-        if let Some(txn) = &event.txn
-            && let Some(sent) = self.existing_txn(head.record.room_nid, txn).await?
-        {
-            return Ok(sent);
-        }
+    /// Builds and authorizes an event on `head`, and moves the head past it
+    /// (tentatively: if the commit fails, the caller drops the head and it
+    /// is reloaded from the database).
+    fn build(&self, head: &mut RoomHead, event: SendEvent) -> MatrixResult<Built> {
         let content = Value::Object(event.content);
         check_canonical(&content).map_err(event_error)?;
         let auth_events = auth_types_for_event(
@@ -227,7 +251,7 @@ impl LocalRoomWriter {
         let pdu = build_pdu(&head.version, template, &self.server_name, &self.key)
             .map_err(event_error)?;
         check_auth(&head.version, &pdu, &head.state).map_err(|e| MatrixError::forbidden(e.0))?;
-        self.commit(head, pdu, event.txn).await
+        Ok(advance(head, pdu, event.txn))
     }
 
     async fn existing_txn(&self, room_nid: i64, txn: &TxnKey) -> MatrixResult<Option<SentEvent>> {
@@ -251,71 +275,170 @@ impl LocalRoomWriter {
         }))
     }
 
-    /// Persists an authorized event and moves the head past it.
-    async fn commit(
-        &self,
-        head: &mut RoomHead,
-        pdu: Pdu,
-        txn: Option<TxnKey>,
-    ) -> MatrixResult<SentEvent> {
-        let membership = (pdu.kind == "m.room.member")
-            .then(|| {
-                pdu.content
-                    .get("membership")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .flatten();
-        let stream_pos = self.events.allocate();
-        let new = NewEvent {
-            room_nid: head.record.room_nid,
-            event_id: pdu.event_id.clone(),
-            kind: pdu.kind.clone(),
-            state_key: pdu.state_key.clone(),
-            sender: pdu.sender.clone(),
-            origin_server_ts: pdu.origin_server_ts,
-            depth: pdu.depth,
-            json: pdu.to_canonical_string(),
-            prev_events: pdu.prev_events.clone(),
-            membership: membership.clone(),
-            redacts: pdu.redacts.clone(),
-            txn: txn.clone(),
-            stream_pos,
-            slot_epoch: 0,
-            status: EventStatus::Normal,
-        };
-        if let Err(e) = self.storage.persist_event(new).await {
-            let woken = self.events.finish(stream_pos, Vec::new());
-            self.notifier.notify(woken.iter().map(String::as_str));
-            if let (StorageError::Conflict(_), Some(txn)) = (&e, &txn)
-                && let Some(sent) = self.existing_txn(head.record.room_nid, txn).await?
-            {
-                return Ok(sent);
+    /// Persists built events of one room in one transaction (in chunks of
+    /// at most `PERSIST_BATCH_MAX`), then makes them readable and wakes
+    /// their audience. All or nothing per chunk.
+    async fn commit(&self, room_nid: i64, built: Vec<Built>) -> MatrixResult<Vec<SentEvent>> {
+        let mut sent = Vec::with_capacity(built.len());
+        let mut built = built.into_iter().peekable();
+        while built.peek().is_some() {
+            let chunk: Vec<Built> = built.by_ref().take(PERSIST_BATCH_MAX).collect();
+            let positions: Vec<i64> = chunk.iter().map(|_| self.events.allocate()).collect();
+            let new: Vec<NewEvent> = chunk
+                .iter()
+                .zip(&positions)
+                .map(|(b, pos)| NewEvent {
+                    room_nid,
+                    event_id: b.pdu.event_id.clone(),
+                    kind: b.pdu.kind.clone(),
+                    state_key: b.pdu.state_key.clone(),
+                    sender: b.pdu.sender.clone(),
+                    origin_server_ts: b.pdu.origin_server_ts,
+                    depth: b.pdu.depth,
+                    json: b.pdu.to_canonical_string(),
+                    prev_events: b.pdu.prev_events.clone(),
+                    membership: b.membership.clone(),
+                    redacts: b.pdu.redacts.clone(),
+                    txn: b.txn.clone(),
+                    stream_pos: *pos,
+                    slot_epoch: 0,
+                    status: EventStatus::Normal,
+                })
+                .collect();
+            let result = self.storage.persist_events(new).await;
+            let ok = result.is_ok();
+            for (b, pos) in chunk.into_iter().zip(positions) {
+                let wake = if ok { b.wake } else { Vec::new() };
+                let woken = self.events.finish(pos, wake);
+                self.notifier.notify(woken.iter().map(String::as_str));
+                if ok {
+                    sent.push(SentEvent {
+                        event_id: b.pdu.event_id,
+                        stream_pos: pos,
+                    });
+                }
             }
-            return Err(MatrixError::internal(e));
+            result.map_err(MatrixError::internal)?;
         }
+        Ok(sent)
+    }
 
-        // The head moves past the event only once it is committed.
-        head.extremities = vec![(pdu.event_id.clone(), pdu.depth)];
-        let mut wake: Vec<String> = head.interested.keys().cloned().collect();
-        if let (Some(target), Some(membership)) = (&pdu.state_key, &membership) {
-            wake.push(target.clone());
-            if is_interested(membership) {
-                head.interested.insert(target.clone(), membership.clone());
-            } else {
-                head.interested.remove(target);
+    /// Runs one group commit: every queued send (up to `PERSIST_BATCH_MAX`),
+    /// built in order on `head`, persisted together, each answered.
+    async fn drain(&self, slot: &RoomSlot, head: &mut Option<RoomHead>, room_id: &str) {
+        let batch: Vec<Pending> = {
+            let mut queue = slot.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let n = queue.len().min(PERSIST_BATCH_MAX);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if head.is_none() {
+            match self.load_head(room_id).await {
+                Ok(h) => *head = Some(h),
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
             }
         }
-        let event_id = pdu.event_id.clone();
-        if let Some(key) = &pdu.state_key {
-            head.state.insert((pdu.kind.clone(), key.clone()), pdu);
+        let Some(room) = head.as_mut() else { return };
+        let room_nid = room.record.room_nid;
+        let mut built = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        // The same transaction twice in one batch is one event.
+        let mut txn_index: HashMap<TxnKey, usize> = HashMap::new();
+        let mut repeats: Vec<(usize, oneshot::Sender<MatrixResult<SentEvent>>)> = Vec::new();
+        for Pending { event, reply } in batch {
+            if let Some(txn) = &event.txn {
+                if let Some(&i) = txn_index.get(txn) {
+                    repeats.push((i, reply));
+                    continue;
+                }
+                match self.existing_txn(room_nid, txn).await {
+                    Ok(Some(sent)) => {
+                        let _ = reply.send(Ok(sent));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
+            let txn = event.txn.clone();
+            match self.build(room, event) {
+                Ok(b) => {
+                    if let Some(txn) = txn {
+                        txn_index.insert(txn, built.len());
+                    }
+                    built.push(b);
+                    replies.push(reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
         }
-        let woken = self.events.finish(stream_pos, wake);
-        self.notifier.notify(woken.iter().map(String::as_str));
-        Ok(SentEvent {
-            event_id,
-            stream_pos,
+        if built.is_empty() {
+            return;
+        }
+        match self.commit(room_nid, built).await {
+            Ok(sent) => {
+                for (i, reply) in repeats {
+                    let _ = reply.send(Ok(sent[i].clone()));
+                }
+                for (reply, sent) in replies.into_iter().zip(sent) {
+                    let _ = reply.send(Ok(sent));
+                }
+            }
+            Err(e) => {
+                // The head moved past events that are not stored: reload it.
+                *head = None;
+                for reply in replies
+                    .into_iter()
+                    .chain(repeats.into_iter().map(|(_, r)| r))
+                {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Moves `head` past an authorized event.
+fn advance(head: &mut RoomHead, pdu: Pdu, txn: Option<TxnKey>) -> Built {
+    let membership = (pdu.kind == "m.room.member")
+        .then(|| {
+            pdu.content
+                .get("membership")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
         })
+        .flatten();
+    head.extremities = vec![(pdu.event_id.clone(), pdu.depth)];
+    let mut wake: Vec<String> = head.interested.keys().cloned().collect();
+    if let (Some(target), Some(membership)) = (&pdu.state_key, &membership) {
+        wake.push(target.clone());
+        if is_interested(membership) {
+            head.interested.insert(target.clone(), membership.clone());
+        } else {
+            head.interested.remove(target);
+        }
+    }
+    if let Some(key) = &pdu.state_key {
+        head.state
+            .insert((pdu.kind.clone(), key.clone()), pdu.clone());
+    }
+    Built {
+        pdu,
+        membership,
+        txn,
+        wake,
     }
 }
 
@@ -360,6 +483,7 @@ impl RoomWriter for LocalRoomWriter {
         }
         let version = plan.version.clone();
         // The create event comes first: from v12 it names the room.
+        check_canonical(&Value::Object(plan.create_content.clone())).map_err(event_error)?;
         let create_template = PduTemplate {
             room_id: plan.room_id.clone(),
             sender: creator.to_owned(),
@@ -372,7 +496,6 @@ impl RoomWriter for LocalRoomWriter {
             depth: 1,
             origin_server_ts: now_ms(),
         };
-        check_canonical(&Value::Object(plan.create_content.clone())).map_err(event_error)?;
         let create = build_pdu(&version, create_template, &self.server_name, &self.key)
             .map_err(event_error)?;
         let empty = HashMap::new();
@@ -389,16 +512,33 @@ impl RoomWriter for LocalRoomWriter {
             }
             Err(e) => return Err(MatrixError::internal(e)),
         };
+        let room_nid = record.room_nid;
         let slot = self.slot(&room_id);
-        let mut guard = slot.lock().await;
-        let head = guard.insert(RoomHead {
+        let mut guard = slot.head.lock().await;
+        let mut head = RoomHead {
             record,
             version,
             state: HashMap::new(),
             extremities: Vec::new(),
             interested: HashMap::new(),
-        });
-        self.commit(head, create, None).await?;
+        };
+        // Every initial event is built first, then all are committed together.
+        let mut built = vec![advance(&mut head, create, None)];
+        for event in plan.events {
+            let send = SendEvent {
+                sender: creator.to_owned(),
+                kind: event.kind,
+                state_key: event.state_key,
+                content: event.content,
+                redacts: None,
+                txn: None,
+            };
+            built.push(self.build(&mut head, send).map_err(|e| match e.kind {
+                // An initial_state event the rules refuse is the request's fault.
+                ErrorKind::Forbidden => MatrixError::new(ErrorKind::InvalidRoomState, e.message),
+                _ => e,
+            })?);
+        }
         if let Some(alias) = &plan.alias {
             let record = myelin_storage::RoomAlias {
                 alias: alias.clone(),
@@ -416,31 +556,29 @@ impl RoomWriter for LocalRoomWriter {
                 Err(e) => return Err(MatrixError::internal(e)),
             }
         }
-        for event in plan.events {
-            let send = SendEvent {
-                sender: creator.to_owned(),
-                kind: event.kind,
-                state_key: event.state_key,
-                content: event.content,
-                redacts: None,
-                txn: None,
-            };
-            self.append(head, send).await.map_err(|e| match e.kind {
-                // An initial_state event the rules refuse is the request's fault.
-                ErrorKind::Forbidden => MatrixError::new(ErrorKind::InvalidRoomState, e.message),
-                _ => e,
-            })?;
-        }
+        self.commit(room_nid, built).await?;
+        *guard = Some(head);
         Ok(room_id)
     }
 
     async fn send(&self, room_id: &str, event: SendEvent) -> MatrixResult<SentEvent> {
         let slot = self.slot(room_id);
-        let mut guard = slot.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.load_head(room_id).await?);
+        let (reply, mut answer) = oneshot::channel();
+        slot.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Pending { event, reply });
+        loop {
+            let mut head = slot.head.lock().await;
+            // A writer before us may have committed this send with its batch.
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(MatrixError::internal("the room writer dropped a send"));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            self.drain(&slot, &mut head, room_id).await;
         }
-        let head = guard.as_mut().expect("the head was just loaded");
-        self.append(head, event).await
     }
 }

@@ -21,6 +21,9 @@ use async_trait::async_trait;
 
 use crate::StorageResult;
 
+/// Events persisted in one transaction at most.
+pub const PERSIST_BATCH_MAX: usize = 64;
+
 /// Longest chain of delta snapshots before a full one is written.
 pub const STATE_CHAIN_LENGTH_MAX: i64 = 16;
 
@@ -95,7 +98,7 @@ impl EventStatus {
 }
 
 /// The client transaction an event was sent in (idempotence of `PUT …/send/…/{txnId}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TxnKey {
     pub user_id: String,
     pub device_id: String,
@@ -278,6 +281,13 @@ pub trait RoomStore: Send + Sync {
     /// transaction exists.
     async fn persist_event(&self, event: NewEvent) -> StorageResult<PersistedEvent>;
 
+    /// Persists several events of ONE room, in order, in ONE transaction
+    /// (group commit: one durable commit for a burst of sends), each as
+    /// [`RoomStore::persist_event`] would. All or nothing: on any error
+    /// (`Conflict` included) none is written. At most
+    /// [`PERSIST_BATCH_MAX`] events.
+    async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<PersistedEvent>>;
+
     /// The event id a transaction produced in a room. Transactions are
     /// scoped to the room (and the user's device): clients reuse ids across
     /// rooms, and the spec makes them unique per request path.
@@ -375,4 +385,20 @@ pub trait RoomStore: Send + Sync {
         after: i64,
         upto: i64,
     ) -> StorageResult<Vec<AccountDataChange>>;
+}
+
+/// Checks a [`RoomStore::persist_events`] batch: bounded, one room.
+pub(crate) fn check_batch(events: &[NewEvent]) -> StorageResult<()> {
+    if events.len() > PERSIST_BATCH_MAX {
+        return Err(crate::StorageError::Backend(format!(
+            "a batch of {} events is over the limit of {PERSIST_BATCH_MAX}",
+            events.len()
+        )));
+    }
+    if events.windows(2).any(|w| w[0].room_nid != w[1].room_nid) {
+        return Err(crate::StorageError::Backend(
+            "a batch spans several rooms".to_owned(),
+        ));
+    }
+    Ok(())
 }

@@ -75,6 +75,7 @@ contract! {
         room_create_get_and_conflict,
         stream_positions_increase,
         max_stream_pos_counts_written_positions,
+        persist_events_is_all_or_nothing,
         persist_chain_tracks_state,
         forward_extremities_follow_prev_events,
         memberships_follow_member_events,
@@ -3104,4 +3105,65 @@ async fn max_stream_pos_counts_written_positions(store: DynStorage) {
     let next = store.next_stream_pos(Stream::Events).await.expect("next");
     assert!(next > 0);
     room.last.clear();
+}
+
+/// A batch is one transaction: its events land in order, each on the state
+/// the previous one left; a batch with one bad event writes nothing.
+async fn persist_events_is_all_or_nothing(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!batch:test").await;
+    room.state("$create", "m.room.create", "").await;
+    let mut batch = Vec::new();
+    let mut prev = "$create".to_owned();
+    for (depth, (id, kind, key)) in (2..).zip([
+        ("$b-name", "m.room.name", Some("")),
+        ("$b-m1", "m.room.message", None),
+        ("$b-m2", "m.room.message", None),
+    ]) {
+        let mut event = room.event(id, kind, key);
+        event.prev_events = vec![prev.clone()];
+        event.depth = depth;
+        event.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+        prev = id.to_owned();
+        batch.push(event);
+    }
+    let persisted = store.persist_events(batch).await.expect("batch");
+    assert_eq!(persisted.len(), 3);
+    assert_ne!(
+        persisted[0].state_before_nid, persisted[0].state_after_nid,
+        "the name changes state"
+    );
+    assert_eq!(
+        persisted[1].state_before_nid, persisted[0].state_after_nid,
+        "each event sees the previous"
+    );
+    assert_eq!(persisted[2].state_after_nid, persisted[0].state_after_nid);
+    assert_eq!(extremities(&store, room.nid).await, ["$b-m2"]);
+    let state = current_state_map(&store, room.nid).await;
+    assert_eq!(
+        state
+            .get(&("m.room.name".to_owned(), String::new()))
+            .map(String::as_str),
+        Some("$b-name")
+    );
+
+    // One duplicate in a batch: nothing of the batch is written.
+    let mut fresh = room.event("$b-fresh", "m.room.message", None);
+    fresh.prev_events = vec!["$b-m2".to_owned()];
+    fresh.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    let mut duplicate = room.event("$b-m1", "m.room.message", None);
+    duplicate.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+    let result = store.persist_events(vec![fresh, duplicate]).await;
+    assert!(
+        matches!(result, Err(StorageError::Conflict(_))),
+        "{result:?}"
+    );
+    assert!(store.event("$b-fresh").await.expect("event").is_none());
+    assert_eq!(extremities(&store, room.nid).await, ["$b-m2"]);
+    assert!(
+        store
+            .persist_events(Vec::new())
+            .await
+            .expect("empty")
+            .is_empty()
+    );
 }

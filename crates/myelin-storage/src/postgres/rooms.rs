@@ -14,7 +14,8 @@ use tokio_postgres::Row;
 
 use super::{LIST_MAX, PostgresStorage, db_error, execute, json_column, query_one, query_opt};
 use crate::rooms::{
-    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, unknown_room,
+    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
+    unknown_room,
 };
 use crate::{
     AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
@@ -447,6 +448,37 @@ impl RoomStore for PostgresStorage {
         .await?
         .ok_or_else(|| unknown_room(event.room_nid))?;
         let persisted = persist(&tx, &event, first_i64(&current)?).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(persisted)
+    }
+
+    async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<PersistedEvent>> {
+        check_batch(&events)?;
+        let Some(room_nid) = events.first().map(|e| e.room_nid) else {
+            return Ok(Vec::new());
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // One lock for the batch: the room's row, as persist_event takes it.
+        query_opt(
+            &tx,
+            "SELECT current_snapshot_nid FROM rooms WHERE room_nid = $1 FOR UPDATE",
+            &[&room_nid],
+        )
+        .await?
+        .ok_or_else(|| unknown_room(room_nid))?;
+        let mut persisted = Vec::with_capacity(events.len());
+        for event in &events {
+            // Re-read: the previous event of the batch may have moved it.
+            let current = query_opt(
+                &tx,
+                "SELECT current_snapshot_nid FROM rooms WHERE room_nid = $1",
+                &[&room_nid],
+            )
+            .await?
+            .ok_or_else(|| unknown_room(room_nid))?;
+            persisted.push(persist(&tx, event, first_i64(&current)?).await?);
+        }
         tx.commit().await.map_err(db_error)?;
         Ok(persisted)
     }

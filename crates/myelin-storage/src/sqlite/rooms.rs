@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{LIST_MAX, SqliteStorage, db_error, json_column, next_counter};
 use crate::rooms::{
-    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, unknown_room,
+    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
+    unknown_room,
 };
 use crate::{
     AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
@@ -401,6 +402,23 @@ impl RoomStore for SqliteStorage {
                 .map_err(db_error)?
                 .ok_or_else(|| unknown_room(event.room_nid))?;
             persist(tx, &event, current, &prev_events).map_err(db_error)
+        })
+        .await
+    }
+
+    async fn persist_events(&self, events: Vec<NewEvent>) -> StorageResult<Vec<PersistedEvent>> {
+        check_batch(&events)?;
+        self.write_with(move |tx| {
+            let mut persisted = Vec::with_capacity(events.len());
+            for event in &events {
+                // Re-read: the previous event of the batch may have moved it.
+                let current = current_snapshot_of(tx, event.room_nid)
+                    .map_err(db_error)?
+                    .ok_or_else(|| unknown_room(event.room_nid))?;
+                let prev_events = json_array(&event.prev_events);
+                persisted.push(persist(tx, event, current, &prev_events).map_err(db_error)?);
+            }
+            Ok(persisted)
         })
         .await
     }

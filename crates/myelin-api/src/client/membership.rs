@@ -327,7 +327,15 @@ async fn moderate(
     membership: &str,
 ) -> ApiResult<Json<Value>> {
     room(state, room_id).await?;
-    set_membership(state, room_id, sender, &body.user_id, membership, body.reason).await?;
+    set_membership(
+        state,
+        room_id,
+        sender,
+        &body.user_id,
+        membership,
+        body.reason,
+    )
+    .await?;
     Ok(Json(json!({})))
 }
 

@@ -49,6 +49,8 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     InvalidRoomState,
     BadAlias,
+    /// A second `m.annotation` with the same key by the same user on one event.
+    DuplicateAnnotation,
     /// 500: the detail goes to the log, never to the client.
     Internal,
 }
@@ -81,6 +83,7 @@ impl ErrorKind {
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
             Self::BadAlias => "M_BAD_ALIAS",
+            Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
         }
     }
 }

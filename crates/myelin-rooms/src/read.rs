@@ -9,7 +9,10 @@ use myelin_events::redaction::redact;
 use myelin_events::{Pdu, RoomVersion};
 use myelin_storage::{Storage, StoredEvent};
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// Ignored users honoured at most (the rest of a longer list is not).
+pub const IGNORED_USERS_MAX: usize = 10_000;
 
 /// The device a response is for: `unsigned.transaction_id` is shown only to
 /// the device that sent the event.
@@ -61,8 +64,12 @@ pub async fn filter_visible(
     // Consecutive events mostly share the state before them: look each
     // snapshot up once.
     let mut at_snapshot: HashMap<i64, (String, Option<String>)> = HashMap::new();
+    let ignored = ignored_users(storage, user_id).await?;
     let mut visible = Vec::with_capacity(events.len());
     for event in events {
+        if is_ignored(&ignored, user_id, &event) {
+            continue;
+        }
         let snapshot = event.state_before_nid;
         if let std::collections::hash_map::Entry::Vacant(slot) = at_snapshot.entry(snapshot) {
             let visibility = storage
@@ -101,6 +108,47 @@ pub async fn filter_visible(
     Ok(visible)
 }
 
+/// Ignored senders (from `m.ignored_user_list` global account data)
+/// vanish from every read of the timeline. Their state events stay: the
+/// room's state must not have holes.
+/// Spec: <https://spec.matrix.org/v1.19/client-server-api/#ignoring-users>
+fn is_ignored(ignored: &HashSet<String>, user_id: &str, event: &StoredEvent) -> bool {
+    event.state_key.is_none() && event.sender != user_id && ignored.contains(&event.sender)
+}
+
+/// The users `user_id` ignores: the keys of `ignored_users` in their
+/// `m.ignored_user_list` account data (bounded by [`IGNORED_USERS_MAX`]).
+pub async fn ignored_users(storage: &dyn Storage, user_id: &str) -> MatrixResult<HashSet<String>> {
+    let content = storage
+        .account_data(user_id, None, "m.ignored_user_list")
+        .await
+        .map_err(MatrixError::internal)?;
+    Ok(content
+        .as_ref()
+        .and_then(|c| c.get("ignored_users"))
+        .and_then(Value::as_object)
+        .map(|users| users.keys().take(IGNORED_USERS_MAX).cloned().collect())
+        .unwrap_or_default())
+}
+
+/// Whether the invite `invite_event_id` was sent by a user `user_id`
+/// ignores (such invites are not shown in `/sync`).
+pub async fn invite_from_ignored(
+    storage: &dyn Storage,
+    user_id: &str,
+    invite_event_id: &str,
+) -> MatrixResult<bool> {
+    let ignored = ignored_users(storage, user_id).await?;
+    if ignored.is_empty() {
+        return Ok(false);
+    }
+    let invite = storage
+        .event(invite_event_id)
+        .await
+        .map_err(MatrixError::internal)?;
+    Ok(invite.is_some_and(|e| ignored.contains(&e.sender)))
+}
+
 /// The spec's rule, given the visibility and the user's membership at the
 /// event and whether the user joined at some point after it.
 pub fn may_see(visibility: &str, membership_at_event: Option<&str>, joined_later: bool) -> bool {
@@ -132,7 +180,142 @@ pub struct ClientEvents<'a> {
 }
 
 impl ClientEvents<'_> {
+    /// One event, with its bundled aggregations.
     pub async fn format(&self, event: &StoredEvent) -> MatrixResult<Map<String, Value>> {
+        let mut formatted = self.format_many(std::slice::from_ref(event)).await?;
+        formatted
+            .pop()
+            .ok_or_else(|| MatrixError::internal("formatting one event gave none"))
+    }
+
+    /// [`ClientEvents::format`] for each event, in order: their bundled
+    /// aggregations are read together (a constant number of queries per
+    /// call, not per event).
+    pub async fn format_many(
+        &self,
+        events: &[StoredEvent],
+    ) -> MatrixResult<Vec<Map<String, Value>>> {
+        let mut bundles = self.bundled_aggregations(events).await?;
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let mut client = self.format_plain(event).await?;
+            if let Some(bundle) = bundles.remove(&event.event_id)
+                && let Some(Value::Object(unsigned)) = client.get_mut("unsigned")
+            {
+                unsigned.insert("m.relations".into(), Value::Object(bundle));
+            }
+            out.push(client);
+        }
+        Ok(out)
+    }
+
+    /// `unsigned.m.relations` of each event of `events` that has any:
+    /// `m.replace` (the latest valid edit, whole), `m.thread` (`count`,
+    /// `latest_event`, `current_user_participated`) and `m.reference`
+    /// (`chunk` of event ids). Redacted and state events get none.
+    /// Spec: <https://spec.matrix.org/v1.19/client-server-api/#aggregations-of-child-events>
+    pub async fn bundled_aggregations(
+        &self,
+        events: &[StoredEvent],
+    ) -> MatrixResult<HashMap<String, Map<String, Value>>> {
+        let mut by_room: HashMap<i64, Vec<&StoredEvent>> = HashMap::new();
+        for event in events {
+            if event.redacted_by.is_none() && event.state_key.is_none() {
+                by_room.entry(event.room_nid).or_default().push(event);
+            }
+        }
+        let mut bundles: HashMap<String, Map<String, Value>> = HashMap::new();
+        for (room_nid, parents) in by_room {
+            let ids: Vec<String> = parents.iter().map(|e| e.event_id.clone()).collect();
+            let aggregations = self
+                .storage
+                .relation_aggregations(room_nid, &ids, self.viewer.user_id, i64::MAX)
+                .await
+                .map_err(MatrixError::internal)?;
+            let parents: HashMap<&str, &StoredEvent> = parents
+                .into_iter()
+                .map(|e| (e.event_id.as_str(), e))
+                .collect();
+            // An edit counts only from the original's sender, with its type,
+            // on an original that is not an edit itself.
+            let mut edits: HashMap<&str, &str> = HashMap::new();
+            for r in &aggregations.replacements {
+                if let Some(parent) = parents.get(r.relates_to_id.as_str())
+                    && parent.sender == r.sender
+                    && parent.kind == r.kind
+                    && rel_type(&parent.json).as_deref() != Some("m.replace")
+                {
+                    edits.insert(parent.event_id.as_str(), r.event_id.as_str());
+                }
+            }
+            let mut wanted: Vec<String> = edits.values().map(|id| (*id).to_owned()).collect();
+            wanted.extend(
+                aggregations
+                    .threads
+                    .iter()
+                    .map(|t| t.latest_event_id.clone()),
+            );
+            let related: HashMap<String, StoredEvent> = if wanted.is_empty() {
+                HashMap::new()
+            } else {
+                self.storage
+                    .events(&wanted)
+                    .await
+                    .map_err(MatrixError::internal)?
+                    .into_iter()
+                    .map(|e| (e.event_id.clone(), e))
+                    .collect()
+            };
+            for (parent_id, edit_id) in edits {
+                let Some(edit) = related.get(edit_id) else {
+                    continue;
+                };
+                if !has_new_content(&edit.json) {
+                    continue;
+                }
+                let formatted = self.format_plain(edit).await?;
+                bundles
+                    .entry(parent_id.to_owned())
+                    .or_default()
+                    .insert("m.replace".into(), Value::Object(formatted));
+            }
+            for thread in &aggregations.threads {
+                let (Some(parent), Some(latest)) = (
+                    parents.get(thread.root_id.as_str()),
+                    related.get(&thread.latest_event_id),
+                ) else {
+                    continue;
+                };
+                let formatted = self.format_plain(latest).await?;
+                bundles.entry(thread.root_id.clone()).or_default().insert(
+                    "m.thread".into(),
+                    json!({
+                        "latest_event": formatted,
+                        "count": thread.count,
+                        "current_user_participated":
+                            thread.participated || parent.sender == self.viewer.user_id,
+                    }),
+                );
+            }
+            let mut references: HashMap<&str, Vec<Value>> = HashMap::new();
+            for r in &aggregations.references {
+                references
+                    .entry(r.relates_to_id.as_str())
+                    .or_default()
+                    .push(json!({ "event_id": r.event_id }));
+            }
+            for (parent_id, chunk) in references {
+                bundles
+                    .entry(parent_id.to_owned())
+                    .or_default()
+                    .insert("m.reference".into(), json!({ "chunk": chunk }));
+            }
+        }
+        Ok(bundles)
+    }
+
+    /// One event without bundled aggregations.
+    async fn format_plain(&self, event: &StoredEvent) -> MatrixResult<Map<String, Value>> {
         let pdu = Pdu::from_json_str(self.version, &event.json, &event.event_id)
             .map_err(MatrixError::internal)?;
         let mut unsigned = Map::new();
@@ -190,12 +373,30 @@ impl ClientEvents<'_> {
         Ok(client)
     }
 
-    /// [`ClientEvents::format`] for each event, in order.
+    /// [`ClientEvents::format_many`], as JSON values.
     pub async fn format_all(&self, events: &[StoredEvent]) -> MatrixResult<Vec<Value>> {
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
-            out.push(Value::Object(self.format(event).await?));
-        }
-        Ok(out)
+        Ok(self
+            .format_many(events)
+            .await?
+            .into_iter()
+            .map(Value::Object)
+            .collect())
     }
+}
+
+/// `content.m.relates_to.rel_type` of an event's JSON.
+pub fn rel_type(json: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(json).ok()?;
+    value
+        .pointer("/content/m.relates_to/rel_type")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Whether an edit carries `content.m.new_content` (an object).
+fn has_new_content(json: &str) -> bool {
+    serde_json::from_str::<Value>(json).ok().is_some_and(|v| {
+        v.pointer("/content/m.new_content")
+            .is_some_and(Value::is_object)
+    })
 }

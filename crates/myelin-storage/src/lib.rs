@@ -12,15 +12,21 @@
 //! nothing and decides no policy (the API layer digests tokens, hashes
 //! passwords and checks expiry).
 
+pub mod directory;
 mod migrate;
 pub mod postgres;
+pub mod relations;
 pub mod rooms;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use directory::{DirectoryStore, NewReport, Report};
 pub use migrate::{Migration, MigrationReport};
+pub use relations::{
+    RelationAggregations, RelationRef, RelationStore, RelationsQuery, ThreadRoot, ThreadSummary,
+};
 pub use rooms::{
     AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
     RoomMember, RoomRecord, RoomStore, StateEntry, StoredEvent, Stream, TopoPos, TxnKey,
@@ -316,6 +322,8 @@ pub trait Storage:
     + RegistrationTokenStore
     + UiaStore
     + RoomStore
+    + RelationStore
+    + DirectoryStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

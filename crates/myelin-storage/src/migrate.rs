@@ -38,6 +38,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "rooms",
         sql: include_str!("../../../sql/sqlite/0002_rooms.sql"),
     },
+    Migration {
+        version: 3,
+        name: "relations",
+        sql: include_str!("../../../sql/sqlite/0003_relations.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "directory",
+        sql: include_str!("../../../sql/sqlite/0004_directory.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -51,6 +61,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "rooms",
         sql: include_str!("../../../sql/postgres/0002_rooms.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "relations",
+        sql: include_str!("../../../sql/postgres/0003_relations.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "directory",
+        sql: include_str!("../../../sql/postgres/0004_directory.sql"),
     },
 ];
 

@@ -17,6 +17,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+mod directory;
+mod relations;
 mod rooms;
 
 use crate::migrate::{self, MigrationReport};

@@ -25,6 +25,8 @@ use rusqlite::{
 };
 use tokio::sync::{Mutex, Semaphore};
 
+mod directory;
+mod relations;
 mod rooms;
 
 use crate::migrate::{self, MigrationReport};

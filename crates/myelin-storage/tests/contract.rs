@@ -12,8 +12,8 @@ use common::TestDb;
 use myelin_storage::rooms::STATE_CHAIN_LENGTH_MAX;
 use myelin_storage::{
     Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser, OpenOptions, PersistedEvent,
-    Receipt, RegistrationToken, RoomAlias, RoomMember, StorageError, StoredEvent, Stream, TopoPos,
-    TxnKey, UiaSession, UserMembership,
+    Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember, StorageError, StoredEvent,
+    Stream, TopoPos, TxnKey, UiaSession, UserMembership,
 };
 use serde_json::json;
 
@@ -92,6 +92,11 @@ contract! {
         account_data_between_reads_changes,
         concurrent_persists_into_different_rooms,
         persist_into_unknown_room_fails,
+        directory_visibility_and_listing,
+        reports_are_stored_in_order,
+        room_events_by_ts_nearest_first,
+        relations_are_recorded_paged_and_forgotten_on_redaction,
+        relation_aggregations_and_thread_roots,
     ],
     db: [
         migrations_apply_once,
@@ -3166,4 +3171,374 @@ async fn persist_events_is_all_or_nothing(store: DynStorage) {
             .expect("empty")
             .is_empty()
     );
+}
+
+// ---------------------------------------------------------------- directory
+
+async fn directory_visibility_and_listing(store: DynStorage) {
+    let a = TestRoom::create(&store, "!a:test").await;
+    let b = TestRoom::create(&store, "!b:test").await;
+    let c = TestRoom::create(&store, "!c:test").await;
+    assert!(!store.room_is_public(a.nid).await.expect("public"));
+    assert!(store.public_rooms(100).await.expect("list").is_empty());
+    for nid in [c.nid, a.nid, b.nid] {
+        store.set_room_public(nid, true).await.expect("publish");
+    }
+    // Idempotent, and private again.
+    store.set_room_public(a.nid, true).await.expect("publish");
+    store
+        .set_room_public(b.nid, false)
+        .await
+        .expect("unpublish");
+    assert!(store.room_is_public(a.nid).await.expect("public"));
+    assert!(!store.room_is_public(b.nid).await.expect("public"));
+    let listed: Vec<String> = store
+        .public_rooms(100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.room_id)
+        .collect();
+    assert_eq!(listed, ["!a:test", "!c:test"]);
+    assert_eq!(store.public_rooms(1).await.expect("list").len(), 1);
+    let record = &store.public_rooms(1).await.expect("list")[0];
+    assert_eq!(record.room_nid, a.nid);
+    assert_eq!(record.room_version, ROOM_VERSION);
+}
+
+async fn reports_are_stored_in_order(store: DynStorage) {
+    let report = |event_id: Option<&str>, score: Option<i64>| myelin_storage::NewReport {
+        room_id: "!r:test".to_owned(),
+        event_id: event_id.map(str::to_owned),
+        reporter: "@alice:test".to_owned(),
+        reason: Some("spam \u{1F4A9}".to_owned()),
+        score,
+        received_ms: NOW,
+    };
+    let first = store
+        .create_report(&report(Some("$e"), Some(-100)))
+        .await
+        .expect("report");
+    let second = store
+        .create_report(&report(None, None))
+        .await
+        .expect("report");
+    assert!(second > first);
+    let all = store.reports(0, 100).await.expect("reports");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].report_id, first);
+    assert_eq!(all[0].report, report(Some("$e"), Some(-100)));
+    assert_eq!(all[1].report, report(None, None));
+    let after = store.reports(first, 100).await.expect("reports");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].report_id, second);
+    assert_eq!(store.reports(0, 1).await.expect("reports").len(), 1);
+}
+
+async fn room_events_by_ts_nearest_first(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!ts:test").await;
+    let mut other = TestRoom::create(&store, "!other:test").await;
+    room.state("$create", "m.room.create", "").await;
+    // origin_server_ts is NOW + depth before the event: $create NOW, $m0
+    // NOW + 1, … $m4 NOW + 5; a soft-failed event in between is skipped.
+    let mut last = 0;
+    for i in 0..5 {
+        last = room.message(&format!("$m{i}")).await.stream_pos;
+        other.message(&format!("$o{i}")).await;
+    }
+    let mut hidden = room.event("$hidden", "m.room.message", None);
+    hidden.status = EventStatus::SoftFailed;
+    hidden.origin_server_ts = NOW + 3;
+    room.send(hidden).await;
+    let find = |ts: i64, dir: Direction, upto: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        let nid = room.nid;
+        async move {
+            ids(&store
+                .room_events_by_ts(nid, ts, dir, upto, limit)
+                .await
+                .expect("room_events_by_ts"))
+        }
+    };
+    assert_eq!(
+        find(NOW + 3, Direction::Forward, i64::MAX, 2).await,
+        ["$m2", "$m3"]
+    );
+    assert_eq!(
+        find(NOW + 3, Direction::Backward, i64::MAX, 2).await,
+        ["$m2", "$m1"]
+    );
+    assert_eq!(
+        find(NOW, Direction::Backward, i64::MAX, 5).await,
+        ["$create"]
+    );
+    assert!(
+        find(NOW - 1, Direction::Backward, i64::MAX, 5)
+            .await
+            .is_empty()
+    );
+    assert!(
+        find(NOW + 100, Direction::Forward, i64::MAX, 5)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        find(NOW + 100, Direction::Backward, i64::MAX, 1).await,
+        ["$m4"]
+    );
+    // Never past `upto`.
+    assert_eq!(
+        find(NOW + 100, Direction::Backward, last - 1, 1).await,
+        ["$m3"]
+    );
+}
+
+// ---------------------------------------------------------------- relations
+
+/// An event of `room` relating to `parent` with `rel_type`, sent by `sender`.
+fn relating(
+    room: &TestRoom,
+    event_id: &str,
+    sender: &str,
+    kind: &str,
+    relates_to: serde_json::Value,
+) -> NewEvent {
+    let mut event = room.event(event_id, kind, None);
+    event.sender = sender.to_owned();
+    event.json = json!({
+        "event_id": event_id,
+        "type": kind,
+        "sender": sender,
+        "content": { "m.relates_to": relates_to },
+    })
+    .to_string();
+    event
+}
+
+fn relations_query(room: &TestRoom, parent: &str) -> RelationsQuery {
+    RelationsQuery {
+        room_nid: room.nid,
+        parent_id: parent.to_owned(),
+        rel_type: None,
+        kind: None,
+        depth: 1,
+        from: TopoPos {
+            depth: i64::MAX,
+            stream_pos: i64::MAX,
+        },
+        dir: Direction::Backward,
+        to: None,
+        upto: i64::MAX,
+        limit: 100,
+    }
+}
+
+async fn relations_are_recorded_paged_and_forgotten_on_redaction(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!rel:test").await;
+    room.message("$root").await;
+    let thread = json!({"rel_type": "m.thread", "event_id": "$root"});
+    let e = relating(&room, "$t1", "@bob:test", "m.room.message", thread.clone());
+    room.send(e).await;
+    let e = relating(
+        &room,
+        "$t2",
+        "@alice:test",
+        "m.room.message",
+        thread.clone(),
+    );
+    room.send(e).await;
+    let react = json!({"rel_type": "m.annotation", "event_id": "$root", "key": "👍"});
+    let e = relating(&room, "$r1", "@bob:test", "m.reaction", react);
+    room.send(e).await;
+    // A reaction to a reply: reached only by recursing.
+    let deep = json!({"rel_type": "m.annotation", "event_id": "$t1", "key": "x"});
+    let e = relating(&room, "$r2", "@alice:test", "m.reaction", deep);
+    room.send(e).await;
+    // No well-formed relation: not recorded.
+    let e = relating(
+        &room,
+        "$bad",
+        "@bob:test",
+        "m.room.message",
+        json!({"event_id": 3}),
+    );
+    room.send(e).await;
+
+    let q = relations_query(&room, "$root");
+    let all = store.relations_page(&q).await.expect("relations_page");
+    assert_eq!(ids(&all), ["$r1", "$t2", "$t1"], "newest first");
+    let forward = RelationsQuery {
+        dir: Direction::Forward,
+        from: TopoPos {
+            depth: 0,
+            stream_pos: 0,
+        },
+        ..q.clone()
+    };
+    assert_eq!(
+        ids(&store.relations_page(&forward).await.unwrap()),
+        ["$t1", "$t2", "$r1"]
+    );
+    let threads_only = RelationsQuery {
+        rel_type: Some("m.thread".into()),
+        limit: 1,
+        ..q.clone()
+    };
+    let page = store.relations_page(&threads_only).await.unwrap();
+    assert_eq!(ids(&page), ["$t2"]);
+    let next = RelationsQuery {
+        from: TopoPos {
+            depth: page[0].depth,
+            stream_pos: page[0].stream_pos,
+        },
+        ..threads_only.clone()
+    };
+    assert_eq!(ids(&store.relations_page(&next).await.unwrap()), ["$t1"]);
+    let reactions = RelationsQuery {
+        kind: Some("m.reaction".into()),
+        ..q.clone()
+    };
+    assert_eq!(
+        ids(&store.relations_page(&reactions).await.unwrap()),
+        ["$r1"]
+    );
+    let recursive = RelationsQuery {
+        depth: 3,
+        ..q.clone()
+    };
+    assert_eq!(
+        ids(&store.relations_page(&recursive).await.unwrap()),
+        ["$r2", "$r1", "$t2", "$t1"]
+    );
+
+    assert!(
+        store
+            .annotation_exists(room.nid, "$root", "@bob:test", "👍")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .annotation_exists(room.nid, "$root", "@alice:test", "👍")
+            .await
+            .unwrap()
+    );
+    // Redacting the reaction forgets it.
+    let mut redaction = room.event("$redact", "m.room.redaction", None);
+    redaction.redacts = Some("$r1".into());
+    room.send(redaction).await;
+    assert!(
+        !store
+            .annotation_exists(room.nid, "$root", "@bob:test", "👍")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ids(&store.relations_page(&q).await.unwrap()),
+        ["$t2", "$t1"]
+    );
+}
+
+async fn relation_aggregations_and_thread_roots(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!agg:test").await;
+    room.message("$a").await;
+    room.message("$b").await;
+    let edit = |to: &str| json!({"rel_type": "m.replace", "event_id": to});
+    let e = relating(&room, "$e1", "@alice:test", "m.room.message", edit("$a"));
+    room.send(e).await;
+    let e = relating(&room, "$e2", "@alice:test", "m.room.message", edit("$a"));
+    room.send(e).await;
+    let e = relating(&room, "$e3", "@bob:test", "m.room.message", edit("$a"));
+    room.send(e).await;
+    let thread = |to: &str| json!({"rel_type": "m.thread", "event_id": to});
+    let e = relating(&room, "$ta1", "@bob:test", "m.room.message", thread("$a"));
+    room.send(e).await;
+    let e = relating(&room, "$tb1", "@carol:test", "m.room.message", thread("$b"));
+    let tb1 = room.send(e).await;
+    let e = relating(&room, "$ta2", "@carol:test", "m.room.message", thread("$a"));
+    let ta2 = room.send(e).await;
+    let reference = json!({"rel_type": "m.reference", "event_id": "$b"});
+    let e = relating(&room, "$ref", "@bob:test", "m.room.message", reference);
+    room.send(e).await;
+
+    let parents = vec!["$a".to_owned(), "$b".to_owned(), "$none".to_owned()];
+    let agg = store
+        .relation_aggregations(room.nid, &parents, "@bob:test", i64::MAX)
+        .await
+        .expect("relation_aggregations");
+    let mut edits: Vec<(String, String, String)> = agg
+        .replacements
+        .iter()
+        .map(|r| {
+            (
+                r.relates_to_id.clone(),
+                r.sender.clone(),
+                r.event_id.clone(),
+            )
+        })
+        .collect();
+    edits.sort();
+    assert_eq!(
+        edits,
+        [
+            ("$a".into(), "@alice:test".into(), "$e2".into()),
+            ("$a".into(), "@bob:test".into(), "$e3".into())
+        ]
+    );
+    let mut threads = agg.threads.clone();
+    threads.sort_by(|x, y| x.root_id.cmp(&y.root_id));
+    assert_eq!(threads.len(), 2);
+    assert_eq!(
+        (
+            threads[0].count,
+            threads[0].latest_event_id.as_str(),
+            threads[0].participated
+        ),
+        (2, "$ta2", true)
+    );
+    assert_eq!(
+        (
+            threads[1].count,
+            threads[1].latest_event_id.as_str(),
+            threads[1].participated
+        ),
+        (1, "$tb1", false)
+    );
+    assert_eq!(agg.references.len(), 1);
+    assert_eq!(agg.references[0].event_id, "$ref");
+
+    // Threads by latest reply; participation; paging.
+    let roots = store
+        .thread_roots(room.nid, None, None, i64::MAX, 10)
+        .await
+        .unwrap();
+    let root_ids: Vec<&str> = roots.iter().map(|r| r.root_id.as_str()).collect();
+    assert_eq!(root_ids, ["$a", "$b"]);
+    assert_eq!(roots[0].latest_stream_pos, ta2.stream_pos);
+    let older = store
+        .thread_roots(room.nid, None, Some(ta2.stream_pos), i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].root_id, "$b");
+    assert_eq!(older[0].latest_stream_pos, tb1.stream_pos);
+    let bobs = store
+        .thread_roots(room.nid, Some("@bob:test"), None, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].root_id, "$a");
+    // Alice sent both roots: she takes part in both threads.
+    let alices = store
+        .thread_roots(room.nid, Some("@alice:test"), None, i64::MAX, 10)
+        .await
+        .unwrap();
+    assert_eq!(alices.len(), 2);
+    // Bounded by `upto`.
+    let early = store
+        .thread_roots(room.nid, None, None, tb1.stream_pos, 10)
+        .await
+        .unwrap();
+    assert_eq!(early.len(), 2);
+    assert!(early.iter().all(|r| r.latest_stream_pos <= tb1.stream_pos));
 }

@@ -141,7 +141,14 @@ pub(crate) async fn compute(
         let changed_in_range = since.is_none_or(|s| m.pos > s.events);
         match m.membership.as_str() {
             "join" => joined.push(m),
-            "invite" if changed_in_range => invited.push(m),
+            // Invites from ignored users are not shown.
+            "invite"
+                if changed_in_range
+                    && !myelin_rooms::read::invite_from_ignored(storage, user_id, &m.event_id)
+                        .await? =>
+            {
+                invited.push(m)
+            }
             "knock" if changed_in_range => knocked.push(m),
             "leave" | "ban" => {
                 let wanted = match since {
@@ -482,9 +489,19 @@ impl RoomCtx<'_> {
         entry.insert("ephemeral".into(), json!({ "events": ephemeral }));
         entry.insert("account_data".into(), json!({ "events": account_events }));
         entry.insert("summary".into(), summary.unwrap_or_else(|| json!({})));
-        let unread =
-            room::unread_counts(storage, m.room_nid, user_id, m.pos, self.upto.events).await?;
+        let (unread, threads) = room::unread_counts(
+            storage,
+            m.room_nid,
+            user_id,
+            m.pos,
+            self.upto.events,
+            self.filter.unread_thread_notifications(),
+        )
+        .await?;
         entry.insert("unread_notifications".into(), unread);
+        if let Some(threads) = threads {
+            entry.insert("unread_thread_notifications".into(), threads);
+        }
         Ok(Some(Value::Object(entry)))
     }
 

@@ -77,6 +77,14 @@ impl SyncFilter {
         self.room().and_then(|r| r.include_leave).unwrap_or(false)
     }
 
+    /// Whether thread notifications are counted apart
+    /// (`room.timeline.unread_thread_notifications`).
+    pub fn unread_thread_notifications(&self) -> bool {
+        self.timeline()
+            .and_then(|t| t.unread_thread_notifications)
+            .unwrap_or(false)
+    }
+
     pub fn lazy_load_members(&self) -> bool {
         self.state()
             .and_then(|s| s.lazy_load_members)

@@ -21,16 +21,17 @@ fn without_room_id(mut event: Map<String, Value>) -> Value {
     Value::Object(event)
 }
 
-/// Timeline events, in order.
+/// Timeline events, in order, with their bundled aggregations.
 pub(crate) async fn timeline_events(
     formatter: &ClientEvents<'_>,
     events: &[StoredEvent],
 ) -> MatrixResult<Vec<Value>> {
-    let mut out = Vec::with_capacity(events.len());
-    for event in events {
-        out.push(without_room_id(formatter.format(event).await?));
-    }
-    Ok(out)
+    Ok(formatter
+        .format_many(events)
+        .await?
+        .into_iter()
+        .map(without_room_id)
+        .collect())
 }
 
 /// State-section events: redacted where redacted, `unsigned.age`, no

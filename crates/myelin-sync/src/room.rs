@@ -5,7 +5,7 @@ use myelin_core::{MatrixError, MatrixResult};
 use myelin_rooms::read::filter_visible;
 use myelin_storage::{Receipt, Storage, StorageResult, StoredEvent};
 use serde_json::{Map, Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::filter::SyncFilter;
 
@@ -356,33 +356,57 @@ async fn state_string(
 /// push rules: `m.room.message` and `m.room.encrypted` from other users;
 /// `highlight_count`: those whose `m.mentions.user_ids` names the user.
 /// Evaluating the user's real push rules is a later issue.
+///
+/// With `threaded` (the filter's `unread_thread_notifications`), events in
+/// a thread are counted apart, per thread root, after the user's receipt in
+/// that thread (or their unthreaded one), and the main counts hold only the
+/// main timeline: the second value is `unread_thread_notifications`.
+/// Spec: <https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications>
 pub(crate) async fn unread_counts(
     storage: &dyn Storage,
     room_nid: i64,
     user_id: &str,
     joined_at: i64,
     upto: i64,
-) -> MatrixResult<Value> {
-    let receipts = db(storage.room_receipts(room_nid).await)?;
-    let read_ids: Vec<String> = receipts
+    threaded: bool,
+) -> MatrixResult<(Value, Option<Value>)> {
+    let receipts: Vec<Receipt> = db(storage.room_receipts(room_nid).await)?
         .into_iter()
         .filter(|r| {
-            r.user_id == user_id
-                && matches!(r.receipt_type.as_str(), "m.read" | "m.read.private")
-                && r.thread_id.as_deref().is_none_or(|t| t == "main")
+            r.user_id == user_id && matches!(r.receipt_type.as_str(), "m.read" | "m.read.private")
         })
-        .map(|r| r.event_id)
         .collect();
-    let mut after = joined_at;
+    let read_ids: Vec<String> = receipts.iter().map(|r| r.event_id.clone()).collect();
+    let mut read_at: HashMap<String, i64> = HashMap::new();
     if !read_ids.is_empty() {
         for event in db(storage.events(&read_ids).await)? {
             if event.room_nid == room_nid {
-                after = after.max(event.stream_pos);
+                read_at.insert(event.event_id, event.stream_pos);
             }
         }
     }
-    let mut notifications = 0u64;
-    let mut highlights = 0u64;
+    // Where reading got to: unthreaded, on the main timeline, per thread.
+    let mut unthreaded = joined_at;
+    let mut main = joined_at;
+    let mut per_thread: HashMap<String, i64> = HashMap::new();
+    for receipt in &receipts {
+        let Some(&pos) = read_at.get(&receipt.event_id) else {
+            continue;
+        };
+        match receipt.thread_id.as_deref() {
+            None => unthreaded = unthreaded.max(pos),
+            Some("main") => main = main.max(pos),
+            Some(thread) => {
+                let at = per_thread.entry(thread.to_owned()).or_insert(pos);
+                *at = (*at).max(pos);
+            }
+        }
+    }
+    let main_after = main.max(unthreaded);
+    // Without threads every event counts against the main position.
+    let after = if threaded { unthreaded } else { main_after };
+    let mut counts = Counts::default();
+    let mut thread_counts: BTreeMap<String, Counts> = BTreeMap::new();
     if after < upto {
         for event in db(storage
             .room_events_by_stream(room_nid, after, upto, UNREAD_SCAN_MAX, true)
@@ -394,23 +418,69 @@ pub(crate) async fn unread_counts(
             {
                 continue;
             }
-            notifications += 1;
-            let mentioned = serde_json::from_str::<Value>(&event.json)
-                .ok()
+            let value = serde_json::from_str::<Value>(&event.json).ok();
+            let mentioned = value
+                .as_ref()
                 .and_then(|v| {
                     let ids = v
                         .get("content")?
                         .get("m.mentions")?
                         .get("user_ids")?
-                        .as_array()?
-                        .clone();
+                        .as_array()?;
                     Some(ids.iter().any(|id| id.as_str() == Some(user_id)))
                 })
                 .unwrap_or(false);
-            if mentioned {
-                highlights += 1;
+            let thread = value
+                .as_ref()
+                .and_then(|v| {
+                    let relates_to = v.get("content")?.get("m.relates_to")?;
+                    (relates_to.get("rel_type")?.as_str()? == "m.thread")
+                        .then(|| relates_to.get("event_id")?.as_str())
+                        .flatten()
+                })
+                .filter(|_| threaded);
+            match thread {
+                Some(root) => {
+                    let read = per_thread.get(root).copied().unwrap_or(unthreaded);
+                    if event.stream_pos > read.max(unthreaded) {
+                        thread_counts
+                            .entry(root.to_owned())
+                            .or_default()
+                            .add(mentioned);
+                    }
+                }
+                None if event.stream_pos > main_after => counts.add(mentioned),
+                None => {}
             }
         }
     }
-    Ok(json!({ "notification_count": notifications, "highlight_count": highlights }))
+    let threads = threaded.then(|| {
+        Value::Object(
+            thread_counts
+                .into_iter()
+                .map(|(root, c)| (root, c.json()))
+                .collect(),
+        )
+    });
+    Ok((counts.json(), threads))
+}
+
+/// Notification and highlight counts.
+#[derive(Default)]
+struct Counts {
+    notifications: u64,
+    highlights: u64,
+}
+
+impl Counts {
+    fn add(&mut self, highlight: bool) {
+        self.notifications += 1;
+        if highlight {
+            self.highlights += 1;
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({ "notification_count": self.notifications, "highlight_count": self.highlights })
+    }
 }

@@ -96,6 +96,14 @@ pub async fn create_room(
         crate::client::room::local_user(&state, invitee).await?;
     }
     let room_id = state.rooms.create_room(&me.user_id, request).await?;
+    if public {
+        // `visibility: public` publishes the room in the directory.
+        let record =
+            state.storage.room(&room_id).await?.ok_or_else(|| {
+                MatrixError::internal(format!("created room {room_id} not found"))
+            })?;
+        state.storage.set_room_public(record.room_nid, true).await?;
+    }
     tracing::info!(%room_id, creator = %me.user_id, "room created");
     Ok(Json(json!({ "room_id": room_id })))
 }

@@ -134,7 +134,7 @@ pub async fn delete_alias(
 
 /// Whether `user_id` is joined to the room and reaches the power level
 /// needed to send `m.room.canonical_alias` there.
-async fn may_set_canonical_alias(
+pub(crate) async fn may_set_canonical_alias(
     state: &AppState,
     room_id: &str,
     user_id: &str,

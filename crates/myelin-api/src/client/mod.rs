@@ -7,18 +7,25 @@ pub mod capabilities;
 pub mod create_room;
 pub mod devices;
 pub mod directory;
+pub mod directory_list;
 pub mod ephemeral;
 pub mod filter;
+pub mod hierarchy;
 pub mod login;
 pub mod logout;
 pub mod membership;
 pub mod profile;
 pub mod register;
+pub mod relations;
+pub mod report;
 pub mod room;
 pub mod room_read;
 pub mod send;
 pub mod session;
+pub mod summary;
 pub mod sync;
+pub mod tags;
+pub mod timestamp;
 pub mod user_directory;
 pub mod versions;
 pub mod well_known;
@@ -182,5 +189,62 @@ pub fn routes() -> Router<AppState> {
         .route(
             &v3("/rooms/{room_id}/read_markers"),
             post(ephemeral::read_markers),
+        )
+        // Room directory, summaries, spaces, jump to date
+        .route(
+            &v3("/directory/list/room/{room_id}"),
+            get(directory_list::get_visibility).put(directory_list::set_visibility),
+        )
+        .route(
+            &v3("/publicRooms"),
+            get(directory_list::get_public_rooms).post(directory_list::post_public_rooms),
+        )
+        .route(
+            "/_matrix/client/v1/room_summary/{room_id_or_alias}",
+            get(summary::room_summary),
+        )
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/summary/{room_id_or_alias}",
+            get(summary::room_summary),
+        )
+        // Relations and threads
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/relations/{event_id}",
+            get(relations::relations),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/relations/{event_id}/{rel_type}",
+            get(relations::relations_by_type),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}",
+            get(relations::relations_by_type_and_event_type),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/threads",
+            get(relations::threads),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/hierarchy",
+            get(hierarchy::hierarchy),
+        )
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/timestamp_to_event",
+            get(timestamp::timestamp_to_event),
+        )
+        // Tags
+        .route(
+            &v3("/user/{user_id}/rooms/{room_id}/tags"),
+            get(tags::get_tags),
+        )
+        .route(
+            &v3("/user/{user_id}/rooms/{room_id}/tags/{tag}"),
+            put(tags::put_tag).delete(tags::delete_tag),
+        )
+        // Reporting
+        .route(&v3("/rooms/{room_id}/report"), post(report::report_room))
+        .route(
+            &v3("/rooms/{room_id}/report/{event_id}"),
+            post(report::report_event),
         )
 }

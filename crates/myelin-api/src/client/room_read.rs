@@ -60,7 +60,7 @@ pub const CONTEXT_LIMIT_MAX: u32 = 1000;
 const PAGINATION_ROUNDS_MAX: usize = 4;
 
 /// What a user may read of a room.
-enum Access {
+pub(crate) enum Access {
     /// Joined, or a `world_readable` room: everything up to now, the current state.
     Current,
     /// Left, kicked or banned: up to and including this departure event.
@@ -68,7 +68,7 @@ enum Access {
 }
 
 /// The user's access to a room, or 403 `M_FORBIDDEN`.
-async fn access(state: &AppState, room_nid: i64, user_id: &str) -> ApiResult<Access> {
+pub(crate) async fn access(state: &AppState, room_nid: i64, user_id: &str) -> ApiResult<Access> {
     let own = state
         .storage
         .current_state_event(room_nid, "m.room.member", user_id)
@@ -88,7 +88,7 @@ async fn access(state: &AppState, room_nid: i64, user_id: &str) -> ApiResult<Acc
 
 impl Access {
     /// The greatest stream position the user may read.
-    fn upto(&self, state: &AppState) -> i64 {
+    pub(crate) fn upto(&self, state: &AppState) -> i64 {
         let watermark = state.rooms.events().watermark();
         match self {
             Self::Current => watermark,
@@ -114,7 +114,7 @@ pub async fn world_readable(state: &AppState, room_nid: i64) -> ApiResult<bool> 
     }))
 }
 
-fn formatter<'a>(
+pub(crate) fn formatter<'a>(
     state: &'a AppState,
     version: &'a RoomVersion,
     me: &'a Identity,
@@ -130,7 +130,7 @@ fn formatter<'a>(
 }
 
 /// A `Normal` event of the room the user may see, or 404 `M_NOT_FOUND`.
-async fn visible_event(
+pub(crate) async fn visible_event(
     state: &AppState,
     record: &RoomRecord,
     access: &Access,
@@ -290,7 +290,7 @@ const ROOM_START: Point = TopoPos {
 
 /// The event position one past `p` in topological order (the exclusive
 /// bound that includes `p`).
-fn just_past(p: Point) -> TopoPos {
+pub(crate) fn just_past(p: Point) -> TopoPos {
     TopoPos {
         depth: p.depth,
         stream_pos: p.stream_pos.saturating_add(1),
@@ -298,21 +298,21 @@ fn just_past(p: Point) -> TopoPos {
 }
 
 /// The point just before `event` (paging backwards continues from it).
-fn point_before(event: &StoredEvent) -> Point {
+pub(crate) fn point_before(event: &StoredEvent) -> Point {
     TopoPos {
         depth: event.depth,
         stream_pos: event.stream_pos.saturating_sub(1),
     }
 }
 
-fn position(event: &StoredEvent) -> Point {
+pub(crate) fn position(event: &StoredEvent) -> Point {
     TopoPos {
         depth: event.depth,
         stream_pos: event.stream_pos,
     }
 }
 
-fn topo_token(p: Point) -> String {
+pub(crate) fn topo_token(p: Point) -> String {
     format!("t{}_{}", p.depth, p.stream_pos)
 }
 
@@ -324,7 +324,7 @@ fn parse_topo_token(token: &str) -> Option<Point> {
 }
 
 /// The point a `from`/`to` token names.
-async fn token_point(state: &AppState, room_nid: i64, token: &str) -> ApiResult<Point> {
+pub(crate) async fn token_point(state: &AppState, room_nid: i64, token: &str) -> ApiResult<Point> {
     if let Some(point) = parse_topo_token(token) {
         return Ok(point);
     }
@@ -334,7 +334,7 @@ async fn token_point(state: &AppState, room_nid: i64, token: &str) -> ApiResult<
 }
 
 /// The point just after the room's last event at or before stream position `pos`.
-async fn stream_point(state: &AppState, room_nid: i64, pos: i64) -> ApiResult<Point> {
+pub(crate) async fn stream_point(state: &AppState, room_nid: i64, pos: i64) -> ApiResult<Point> {
     let last = state
         .storage
         .room_events_by_stream(room_nid, i64::MIN, pos, 1, true)

@@ -13,6 +13,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{LIST_MAX, PostgresStorage, db_error, execute, json_column, query_one, query_opt};
+use crate::relations::relation_of;
 use crate::rooms::{
     EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
     unknown_room,
@@ -54,7 +55,7 @@ macro_rules! snapshot_chain {
     };
 }
 
-fn event_from_row(row: &Row) -> StorageResult<StoredEvent> {
+pub(super) fn event_from_row(row: &Row) -> StorageResult<StoredEvent> {
     let event = (|| {
         let txn_user_id: Option<String> = row.try_get(17)?;
         let txn_device_id: Option<String> = row.try_get(18)?;
@@ -91,7 +92,7 @@ fn event_from_row(row: &Row) -> StorageResult<StoredEvent> {
     event.map_err(db_error)
 }
 
-fn events_from_rows(rows: &[Row]) -> StorageResult<Vec<StoredEvent>> {
+pub(super) fn events_from_rows(rows: &[Row]) -> StorageResult<Vec<StoredEvent>> {
     rows.iter().map(event_from_row).collect()
 }
 
@@ -112,7 +113,7 @@ fn receipt_from_row(row: &Row) -> StorageResult<Receipt> {
     receipt.map_err(db_error)
 }
 
-fn room_from_row(row: &Row) -> StorageResult<RoomRecord> {
+pub(super) fn room_from_row(row: &Row) -> StorageResult<RoomRecord> {
     let room = (|| {
         Ok::<_, tokio_postgres::Error>(RoomRecord {
             room_nid: row.try_get(0)?,
@@ -357,7 +358,38 @@ async fn persist(
         &[&room_nid, &event_nid],
     )
     .await?;
+    if let Some(relation) = relation_of(event) {
+        execute(
+            client,
+            "INSERT INTO event_relations
+             (room_nid, event_nid, event_id, relates_to_id, rel_type, annotation_key, sender,
+              kind, is_state, origin_server_ts, stream_pos, depth)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &room_nid,
+                &event_nid,
+                &event.event_id,
+                &relation.relates_to_id,
+                &relation.rel_type,
+                &relation.annotation_key,
+                &event.sender,
+                &event.kind,
+                &event.state_key.is_some(),
+                &event.origin_server_ts,
+                &event.stream_pos,
+                &event.depth,
+            ],
+        )
+        .await?;
+    }
     if let Some(target) = &event.redacts {
+        // A redacted event loses its `m.relates_to`: it relates no more.
+        execute(
+            client,
+            "DELETE FROM event_relations WHERE room_nid = $1 AND event_id = $2",
+            &[&room_nid, target],
+        )
+        .await?;
         // The first redaction stays the one shown; a later one changes nothing
         // a client sees.
         execute(
@@ -955,5 +987,39 @@ impl RoomStore for PostgresStorage {
             })
         })
         .collect()
+    }
+}
+
+impl PostgresStorage {
+    /// [`crate::DirectoryStore::room_events_by_ts`], here for the event columns.
+    pub(super) async fn events_by_ts(
+        &self,
+        room_nid: i64,
+        ts: i64,
+        dir: Direction,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        let limit = i64::from(limit).min(LIST_MAX);
+        let sql = match dir {
+            Direction::Forward => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                 WHERE e.room_nid = $1 AND e.origin_server_ts >= $2
+                   AND e.stream_pos <= $3 AND e.status = 0
+                 ORDER BY e.origin_server_ts ASC, e.stream_pos ASC LIMIT $4"
+            ),
+            Direction::Backward => concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                 WHERE e.room_nid = $1 AND e.origin_server_ts <= $2
+                   AND e.stream_pos <= $3 AND e.status = 0
+                 ORDER BY e.origin_server_ts DESC, e.stream_pos DESC LIMIT $4"
+            ),
+        };
+        let rows = self.query(sql, &[&room_nid, &ts, &upto, &limit]).await?;
+        events_from_rows(&rows)
     }
 }

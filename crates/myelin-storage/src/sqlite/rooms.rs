@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{LIST_MAX, SqliteStorage, db_error, json_column, next_counter};
+use crate::relations::relation_of;
 use crate::rooms::{
     EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
     unknown_room,
@@ -58,7 +59,7 @@ fn stream_counter(stream: Stream) -> &'static str {
     }
 }
 
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let txn_user_id: Option<String> = row.get(17)?;
     let txn_device_id: Option<String> = row.get(18)?;
     let txn_id: Option<String> = row.get(19)?;
@@ -108,7 +109,7 @@ fn receipt_from_row(row: &Row<'_>) -> rusqlite::Result<Receipt> {
 
 /// A JSON array for `IN (SELECT value FROM json_each(?))`: SQLite has no
 /// array parameters.
-fn json_array<T: Clone + Into<serde_json::Value>>(values: &[T]) -> String {
+pub(super) fn json_array<T: Clone + Into<serde_json::Value>>(values: &[T]) -> String {
     serde_json::Value::from(values.to_vec()).to_string()
 }
 
@@ -306,7 +307,32 @@ fn persist(
     .execute(params![room_nid, prev_events])?;
     tx.prepare_cached("INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?1, ?2)")?
         .execute(params![room_nid, event_nid])?;
+    if let Some(relation) = relation_of(event) {
+        tx.prepare_cached(
+            "INSERT INTO event_relations
+             (room_nid, event_nid, event_id, relates_to_id, rel_type, annotation_key, sender,
+              kind, is_state, origin_server_ts, stream_pos, depth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            room_nid,
+            event_nid,
+            event.event_id,
+            relation.relates_to_id,
+            relation.rel_type,
+            relation.annotation_key,
+            event.sender,
+            event.kind,
+            event.state_key.is_some(),
+            event.origin_server_ts,
+            event.stream_pos,
+            event.depth
+        ])?;
+    }
     if let Some(target) = &event.redacts {
+        // A redacted event loses its `m.relates_to`: it relates no more.
+        tx.prepare_cached("DELETE FROM event_relations WHERE room_nid = ?1 AND event_id = ?2")?
+            .execute(params![room_nid, target])?;
         // The first redaction stays the one shown; a later one changes nothing
         // a client sees.
         tx.prepare_cached(
@@ -910,6 +936,43 @@ impl RoomStore for SqliteStorage {
                     stream_id: row.get(3)?,
                 })
             })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+impl SqliteStorage {
+    /// [`crate::DirectoryStore::room_events_by_ts`], here for the event columns.
+    pub(super) async fn events_by_ts(
+        &self,
+        room_nid: i64,
+        ts: i64,
+        dir: Direction,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        let limit = i64::from(limit).min(LIST_MAX);
+        self.read(move |conn| {
+            let mut stmt = match dir {
+                Direction::Forward => conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                     WHERE e.room_nid = ?1 AND e.origin_server_ts >= ?2
+                       AND e.stream_pos <= ?3 AND e.status = 0
+                     ORDER BY e.origin_server_ts ASC, e.stream_pos ASC LIMIT ?4"
+                ))?,
+                Direction::Backward => conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                     WHERE e.room_nid = ?1 AND e.origin_server_ts <= ?2
+                       AND e.stream_pos <= ?3 AND e.status = 0
+                     ORDER BY e.origin_server_ts DESC, e.stream_pos DESC LIMIT ?4"
+                ))?,
+            };
+            let rows = stmt.query_map(params![room_nid, ts, upto, limit], event_from_row)?;
             rows.collect()
         })
         .await

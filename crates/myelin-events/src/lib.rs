@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod pdu;
+pub mod push;
 pub mod redaction;
 pub mod room_version;
 

@@ -17,6 +17,7 @@ mod migrate;
 pub mod postgres;
 pub mod relations;
 pub mod rooms;
+pub mod search;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -32,6 +33,7 @@ pub use rooms::{
     RoomMember, RoomRecord, RoomStore, StateEntry, StoredEvent, Stream, TopoPos, TxnKey,
     UserMembership,
 };
+pub use search::{SearchHit, SearchKey, SearchOrder, SearchPage, SearchQuery, SearchStore};
 
 /// Every failure of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +326,7 @@ pub trait Storage:
     + RoomStore
     + RelationStore
     + DirectoryStore
+    + SearchStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

@@ -48,6 +48,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "directory",
         sql: include_str!("../../../sql/sqlite/0004_directory.sql"),
     },
+    Migration {
+        version: 5,
+        name: "search",
+        sql: include_str!("../../../sql/sqlite/0005_search.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -71,6 +76,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "directory",
         sql: include_str!("../../../sql/postgres/0004_directory.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "search",
+        sql: include_str!("../../../sql/postgres/0005_search.sql"),
     },
 ];
 

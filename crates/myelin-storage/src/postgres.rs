@@ -20,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 mod directory;
 mod relations;
 mod rooms;
+mod search;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{

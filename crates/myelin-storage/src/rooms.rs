@@ -336,6 +336,16 @@ pub trait RoomStore: Send + Sync {
         limit: u32,
         newest_first: bool,
     ) -> StorageResult<Vec<StoredEvent>>;
+    /// `Normal` events of any of `room_nids` with `after < stream_pos <=
+    /// upto`, newest first, at most `limit`: what changed in a user's rooms
+    /// since a sync token, in one read.
+    async fn rooms_events_by_stream(
+        &self,
+        room_nids: &[i64],
+        after: i64,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>>;
     /// `Normal` events of a room in topological order from `from`
     /// (exclusive) towards `dir`, stopping at `to` (exclusive) if given, at
     /// most `limit`, only those with `stream_pos <= upto`.

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Type;
 use rusqlite::{
@@ -28,6 +29,7 @@ use tokio::sync::{Mutex, Semaphore};
 mod directory;
 mod relations;
 mod rooms;
+mod search;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{
@@ -198,6 +200,7 @@ fn open_writer(path: &Path) -> StorageResult<Connection> {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        plan_once(&conn)?;
         register_functions(&conn)?;
         Ok(mode)
     };
@@ -216,10 +219,20 @@ fn open_reader(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| connect_error(path, &e))?;
     let configure = || -> rusqlite::Result<()> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        plan_once(&conn)?;
         register_functions(&conn)
     };
     configure().map_err(|e| connect_error(path, &e))?;
     Ok(conn)
+}
+
+/// Keeps a cached statement's plan whatever values are bound. Without it
+/// SQLite compiles a statement again on every run whose bound values may
+/// change its plan — any `LIMIT ?` — and parsing and planning the query
+/// then cost more than running it.
+fn plan_once(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map(|_| ())
 }
 
 /// SQLite's own `lower()` folds ASCII only; user search must fold any script

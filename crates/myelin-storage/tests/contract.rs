@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use myelin_storage::rooms::STATE_CHAIN_LENGTH_MAX;
+use myelin_storage::search::search_words;
 use myelin_storage::{
     Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser, OpenOptions, PersistedEvent,
     Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember, StorageError, StoredEvent,
     Stream, TopoPos, TxnKey, UiaSession, UserMembership,
 };
+use myelin_storage::{SearchKey, SearchOrder, SearchPage, SearchQuery};
 use serde_json::json;
 
 /// Stamps out one `#[tokio::test]` per backend for each test function:
@@ -84,6 +86,7 @@ contract! {
         duplicate_event_id_conflicts_and_writes_nothing,
         redaction_marks_its_target,
         room_events_by_stream_ranges,
+        rooms_events_by_stream_reads_several_rooms,
         room_events_topological_pages,
         non_normal_events_are_stored_but_not_served,
         events_bulk_lookup,
@@ -97,6 +100,8 @@ contract! {
         room_events_by_ts_nearest_first,
         relations_are_recorded_paged_and_forgotten_on_redaction,
         relation_aggregations_and_thread_roots,
+        search_finds_words_in_rooms_up_to_a_position,
+        search_orders_pages_and_filters,
     ],
     db: [
         migrations_apply_once,
@@ -2519,6 +2524,59 @@ async fn room_events_by_stream_ranges(store: DynStorage) {
     assert!(events.iter().all(|e| e.room_id == "!stream:test"));
 }
 
+async fn rooms_events_by_stream_reads_several_rooms(store: DynStorage) {
+    let mut a = TestRoom::create(&store, "!a:test").await;
+    let mut b = TestRoom::create(&store, "!b:test").await;
+    let mut other = TestRoom::create(&store, "!other:test").await;
+    let start = a.message("$a0").await.stream_pos;
+    b.message("$b0").await;
+    other.message("$other0").await;
+    let mut soft_failed = a.event("$a-soft", "m.room.message", None);
+    soft_failed.status = EventStatus::SoftFailed;
+    a.send(soft_failed).await;
+    a.message("$a1").await;
+    let middle = b.message("$b1").await.stream_pos;
+    other.message("$other1").await;
+    a.message("$a2").await;
+    let nids = [a.nid, b.nid];
+    let read = |room_nids: Vec<i64>, after: i64, upto: i64, limit: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            ids(&store
+                .rooms_events_by_stream(&room_nids, after, upto, limit)
+                .await
+                .expect("rooms_events_by_stream"))
+        }
+    };
+    // Newest first, `after` exclusive, `upto` inclusive, only `Normal`
+    // events of the rooms asked for.
+    assert_eq!(
+        read(nids.to_vec(), start, i64::MAX, 100).await,
+        ["$a2", "$b1", "$a1", "$b0"]
+    );
+    assert_eq!(
+        read(nids.to_vec(), i64::MIN, middle, 100).await,
+        ["$b1", "$a1", "$b0", "$a0"]
+    );
+    // The newest `limit`.
+    assert_eq!(
+        read(nids.to_vec(), i64::MIN, i64::MAX, 2).await,
+        ["$a2", "$b1"]
+    );
+    assert_eq!(
+        read(vec![b.nid], start, i64::MAX, 100).await,
+        ["$b1", "$b0"]
+    );
+    assert!(read(Vec::new(), i64::MIN, i64::MAX, 100).await.is_empty());
+    assert!(read(nids.to_vec(), middle, middle, 100).await.is_empty());
+    let events = store
+        .rooms_events_by_stream(&nids, i64::MIN, i64::MAX, 100)
+        .await
+        .expect("rooms_events_by_stream");
+    let a2 = events.iter().find(|e| e.event_id == "$a2").expect("$a2");
+    assert_eq!((a2.room_nid, a2.room_id.as_str()), (a.nid, "!a:test"));
+}
+
 async fn room_events_topological_pages(store: DynStorage) {
     let mut room = TestRoom::create(&store, "!topo:test").await;
     // depth 1: create, and an event backfilled later (a negative stream
@@ -3541,4 +3599,148 @@ async fn relation_aggregations_and_thread_roots(store: DynStorage) {
         .unwrap();
     assert_eq!(early.len(), 2);
     assert!(early.iter().all(|r| r.latest_stream_pos <= tb1.stream_pos));
+}
+
+/// A searchable event of `room` (text in the key its type searches).
+fn searchable(room: &TestRoom, event_id: &str, kind: &str, text: &str, sender: &str) -> NewEvent {
+    let (state_key, content) = match kind {
+        "m.room.name" => (Some(""), json!({ "name": text })),
+        "m.room.topic" => (Some(""), json!({ "topic": text })),
+        _ => (None, json!({ "msgtype": "m.text", "body": text })),
+    };
+    let mut event = room.event(event_id, kind, state_key);
+    event.sender = sender.to_owned();
+    event.json = json!({ "event_id": event_id, "type": kind, "state_key": state_key,
+                         "sender": sender, "content": content })
+    .to_string();
+    event
+}
+
+fn search_query(words: &str, rooms: Vec<(i64, i64)>) -> SearchQuery {
+    SearchQuery {
+        words: search_words(words),
+        rooms,
+        keys: vec![SearchKey::Body, SearchKey::Name, SearchKey::Topic],
+        limit: 10,
+        ..SearchQuery::default()
+    }
+}
+
+fn hit_ids(page: &SearchPage) -> Vec<String> {
+    page.hits.iter().map(|h| h.event.event_id.clone()).collect()
+}
+
+async fn search_finds_words_in_rooms_up_to_a_position(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!search:test").await;
+    let mut other = TestRoom::create(&store, "!other:test").await;
+    room.state("$create", "m.room.create", "").await;
+    let e = searchable(
+        &room,
+        "$hello",
+        "m.room.message",
+        "Hello brave new World",
+        "@a:test",
+    );
+    let hello = room.send(e).await;
+    let e = searchable(&room, "$name", "m.room.name", "World news", "@a:test");
+    room.send(e).await;
+    let e = searchable(
+        &other,
+        "$elsewhere",
+        "m.room.message",
+        "world elsewhere",
+        "@a:test",
+    );
+    other.send(e).await;
+    let mut hidden = searchable(&room, "$soft", "m.room.message", "world soft", "@a:test");
+    hidden.status = EventStatus::SoftFailed;
+    room.send(hidden).await;
+    let e = searchable(&room, "$later", "m.room.message", "world later", "@a:test");
+    room.send(e).await;
+    let e = searchable(
+        &room,
+        "$secret",
+        "m.room.message",
+        "world secret",
+        "@a:test",
+    );
+    room.send(e).await;
+    // A redaction removes its target from the index.
+    let mut redaction = room.event("$redaction", "m.room.redaction", None);
+    redaction.redacts = Some("$secret".to_owned());
+    room.send(redaction).await;
+
+    let all = |q: SearchQuery| {
+        let store = Arc::clone(&store);
+        async move { store.search_events(&q).await.expect("search_events") }
+    };
+    let page = all(search_query("WORLD", vec![(room.nid, i64::MAX)])).await;
+    let mut found = hit_ids(&page);
+    found.sort();
+    assert_eq!(found, ["$hello", "$later", "$name"]);
+    assert_eq!(page.count, 3);
+    assert!(page.hits.iter().all(|h| h.event.room_id == "!search:test"));
+    // Every word must match; case and punctuation do not matter.
+    let page = all(search_query("\"brave\" world*", vec![(room.nid, i64::MAX)])).await;
+    assert_eq!(hit_ids(&page), ["$hello"]);
+    // Up to a position in the room.
+    let page = all(search_query("world", vec![(room.nid, hello.stream_pos)])).await;
+    assert_eq!(hit_ids(&page), ["$hello"]);
+    // Several rooms; keys restrict.
+    let mut q = search_query("world", vec![(room.nid, i64::MAX), (other.nid, i64::MAX)]);
+    q.keys = vec![SearchKey::Name];
+    assert_eq!(hit_ids(&all(q).await), ["$name"]);
+    let q = search_query("world", vec![(other.nid, i64::MAX)]);
+    assert_eq!(hit_ids(&all(q).await), ["$elsewhere"]);
+    // Nothing to search for, or nowhere: nothing, and no error.
+    for weird in ["", "\"", "*", "NEAR(a b)", "a OR", "\u{0}", "^-:"] {
+        all(search_query(weird, vec![(room.nid, i64::MAX)])).await;
+    }
+    assert!(
+        all(search_query("", vec![(room.nid, i64::MAX)]))
+            .await
+            .hits
+            .is_empty()
+    );
+    assert!(all(search_query("world", vec![])).await.hits.is_empty());
+}
+
+async fn search_orders_pages_and_filters(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!order:test").await;
+    room.state("$create", "m.room.create", "").await;
+    for (id, text, sender) in [
+        ("$one", "apple", "@a:test"),
+        ("$two", "apple apple apple pie", "@b:test"),
+        ("$three", "apple tart", "@a:test"),
+    ] {
+        let e = searchable(&room, id, "m.room.message", text, sender);
+        room.send(e).await;
+    }
+    let run = |q: SearchQuery| {
+        let store = Arc::clone(&store);
+        async move { store.search_events(&q).await.expect("search_events") }
+    };
+    let mut q = search_query("apple", vec![(room.nid, i64::MAX)]);
+    q.order = SearchOrder::Recent;
+    assert_eq!(hit_ids(&run(q.clone()).await), ["$three", "$two", "$one"]);
+    q.limit = 2;
+    let first = run(q.clone()).await;
+    assert_eq!(first.count, 3);
+    assert_eq!(hit_ids(&first), ["$three", "$two"]);
+    q.offset = 2;
+    assert_eq!(hit_ids(&run(q.clone()).await), ["$one"]);
+    // Rank: ranks descend.
+    let mut q = search_query("apple", vec![(room.nid, i64::MAX)]);
+    q.order = SearchOrder::Rank;
+    let ranked = run(q.clone()).await;
+    assert_eq!(ranked.hits.len(), 3);
+    assert!(ranked.hits.windows(2).all(|w| w[0].rank >= w[1].rank));
+    // Senders.
+    q.senders = Some(vec!["@a:test".to_owned()]);
+    let mut found = hit_ids(&run(q.clone()).await);
+    found.sort();
+    assert_eq!(found, ["$one", "$three"]);
+    q.senders = None;
+    q.not_senders = vec!["@a:test".to_owned()];
+    assert_eq!(hit_ids(&run(q).await), ["$two"]);
 }

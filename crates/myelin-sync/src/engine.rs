@@ -10,13 +10,13 @@
 use myelin_core::MatrixResult;
 use myelin_events::RoomVersion;
 use myelin_rooms::read::{ClientEvents, Viewer};
-use myelin_storage::{AccountDataChange, Receipt, Storage};
+use myelin_storage::{AccountDataChange, Receipt, Storage, StoredEvent};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use crate::filter::SyncFilter;
 use crate::format;
-use crate::room::{self, StateMode, Timeline, db};
+use crate::room::{self, Recent, StateMode, Timeline, db};
 use crate::token::SyncToken;
 use crate::{SyncRequest, SyncSources};
 
@@ -37,6 +37,13 @@ const STRIPPED_STATE_TYPES: &[&str] = &[
 /// backends cap a listing at 10,000 rows, oldest first, which would drop the
 /// newest receipts — the ones that matter.
 const RECEIPTS_IN_RANGE_MAX: usize = 5_000;
+
+/// Stream positions between `since` and the bound up to which the joined
+/// rooms' new events are read at once (a long-polling client is a few
+/// positions behind): there are at most that many events in the range, so
+/// the read is whole, and a room with none skips its timeline and state
+/// reads. Past it, each room reads its own.
+pub const RECENT_EVENTS_MAX: i64 = 500;
 
 /// A computed response, and whether it holds nothing new (a long-polling
 /// request then waits and computes again).
@@ -89,6 +96,14 @@ pub(crate) async fn compute(
         account_data: s.account_data.min(upto.account_data),
         typing: s.typing.min(upto.typing),
     });
+    // No stream moved since the token: nothing can be new (a long-poll's
+    // first look, and every look after a wake for another user's write).
+    if since == Some(upto) && !req.full_state {
+        return Ok(Computed {
+            body: body(upto, Sections::default()),
+            empty: true,
+        });
+    }
 
     // Account data in range: global, and per room for the room entries.
     let account_after = since.map_or(i64::MIN, |s| s.account_data);
@@ -215,6 +230,24 @@ pub(crate) async fn compute(
         }
     }
 
+    // The joined rooms' events in range, when few enough to read at once.
+    let recent = match since {
+        Some(s) if upto.events - s.events <= RECENT_EVENTS_MAX && !joined.is_empty() => {
+            let nids: Vec<i64> = joined.iter().map(|m| m.room_nid).collect();
+            let mut by_room: HashMap<i64, Vec<StoredEvent>> = HashMap::new();
+            if s.events < upto.events {
+                let events = db(storage
+                    .rooms_events_by_stream(&nids, s.events, upto.events, RECENT_EVENTS_MAX as u32)
+                    .await)?;
+                for event in events {
+                    by_room.entry(event.room_nid).or_default().push(event);
+                }
+            }
+            Some((s.events, by_room))
+        }
+        _ => None,
+    };
+
     let ctx = RoomCtx {
         src,
         req,
@@ -231,7 +264,14 @@ pub(crate) async fn compute(
             .get(&m.room_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        if let Some(entry) = ctx.joined_room(m, fresh, receipts, account).await? {
+        let recent = recent.as_ref().map(|(after, by_room)| Recent {
+            after: *after,
+            events: by_room
+                .get(&m.room_nid)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        });
+        if let Some(entry) = ctx.joined_room(m, fresh, receipts, account, recent).await? {
             join_section.insert(m.room_id.clone(), entry);
         }
     }
@@ -274,22 +314,45 @@ pub(crate) async fn compute(
         && invite_section.is_empty()
         && knock_section.is_empty()
         && global.is_empty();
-    let body = json!({
+    let sections = Sections {
+        join: join_section,
+        invite: invite_section,
+        knock: knock_section,
+        leave: leave_section,
+        account_data: global,
+    };
+    Ok(Computed {
+        body: body(upto, sections),
+        empty,
+    })
+}
+
+/// The sections of a response.
+#[derive(Default)]
+struct Sections {
+    join: Map<String, Value>,
+    invite: Map<String, Value>,
+    knock: Map<String, Value>,
+    leave: Map<String, Value>,
+    account_data: Vec<Value>,
+}
+
+fn body(upto: SyncToken, sections: Sections) -> Value {
+    json!({
         "next_batch": upto.to_string(),
         "rooms": {
-            "join": join_section,
-            "invite": invite_section,
-            "knock": knock_section,
-            "leave": leave_section,
+            "join": sections.join,
+            "invite": sections.invite,
+            "knock": sections.knock,
+            "leave": sections.leave,
         },
-        "account_data": { "events": global },
+        "account_data": { "events": sections.account_data },
         // Presence, to-device messages and device lists are later issues;
         // the sections are there so clients find the shape they expect.
         "presence": { "events": [] },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
-    });
-    Ok(Computed { body, empty })
+    })
 }
 
 /// Whether the user was joined to the room at position `pos` (a join
@@ -374,13 +437,15 @@ impl RoomCtx<'_> {
 
     /// A joined room's entry; `None` when an incremental sync has nothing
     /// new for it. `receipts`: those in range, or `None` for the room's
-    /// current receipts.
+    /// current receipts. `recent`: the room's events after the token, when
+    /// read for every room at once.
     async fn joined_room(
         &self,
         m: &Membership,
         fresh: bool,
         receipts: Option<Vec<Receipt>>,
         account: &[AccountDataChange],
+        recent: Option<Recent<'_>>,
     ) -> MatrixResult<Option<Value>> {
         let storage = self.storage();
         let user_id = self.req.user_id.as_str();
@@ -388,7 +453,9 @@ impl RoomCtx<'_> {
         // Initial sync: the newest events; otherwise those after the token
         // (a newly joined room gets its full state, not older events).
         let after = self.since.map(|s| s.events);
-        let nothing_new = after == Some(self.upto.events) && !full;
+        // No event in range: no timeline, and no state change either.
+        let nothing_new = !full
+            && (after == Some(self.upto.events) || recent.is_some_and(|r| r.events.is_empty()));
         let timeline = if nothing_new {
             Timeline::default()
         } else {
@@ -400,6 +467,7 @@ impl RoomCtx<'_> {
                 &m.room_id,
                 after,
                 self.upto.events,
+                recent.map(|r| r.events),
             )
             .await?
         };
@@ -496,6 +564,7 @@ impl RoomCtx<'_> {
             m.pos,
             self.upto.events,
             self.filter.unread_thread_notifications(),
+            recent,
         )
         .await?;
         entry.insert("unread_notifications".into(), unread);
@@ -524,6 +593,7 @@ impl RoomCtx<'_> {
             &m.room_id,
             after,
             end,
+            None,
         )
         .await?;
         let mode = match self.since {

@@ -29,6 +29,7 @@ use myelin_storage::Storage;
 use serde_json::Value;
 use std::time::Duration;
 
+pub use engine::RECENT_EVENTS_MAX;
 pub use filter::{
     INLINE_FILTER_LENGTH_MAX, TIMELINE_LIMIT_DEFAULT, TIMELINE_LIMIT_MAX, load_filter,
 };

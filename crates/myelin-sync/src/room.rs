@@ -79,6 +79,14 @@ async fn visible(
     Ok(out)
 }
 
+/// Every `Normal` event of a room with `after < stream_pos <=` the
+/// response's bound, newest first, read once for the whole response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recent<'a> {
+    pub after: i64,
+    pub events: &'a [StoredEvent],
+}
+
 /// A room's timeline in a response.
 #[derive(Debug, Default)]
 pub(crate) struct Timeline {
@@ -89,7 +97,10 @@ pub(crate) struct Timeline {
 }
 
 /// The newest events of a room with `after < stream_pos <= upto` that the
-/// user may see and the filter keeps, at most the filter's limit.
+/// user may see and the filter keeps, at most the filter's limit. `known`:
+/// every `Normal` event of the room in that range, newest first, when the
+/// caller has read them already (nothing is read again).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn timeline(
     storage: &dyn Storage,
     filter: &SyncFilter,
@@ -98,6 +109,7 @@ pub(crate) async fn timeline(
     room_id: &str,
     after: Option<i64>,
     upto: i64,
+    known: Option<&[StoredEvent]>,
 ) -> MatrixResult<Timeline> {
     if !filter.timeline_room(room_id) {
         return Ok(Timeline::default());
@@ -110,9 +122,18 @@ pub(crate) async fn timeline(
     let mut scanned = 0;
     let mut limited = false;
     'scan: while cursor > floor {
-        let rows = db(storage
-            .room_events_by_stream(room_nid, floor, cursor, batch as u32, true)
-            .await)?;
+        let rows = match known {
+            // What the query would return: the newest `batch` up to the cursor.
+            Some(all) => all
+                .iter()
+                .filter(|e| e.stream_pos <= cursor)
+                .take(batch)
+                .cloned()
+                .collect(),
+            None => db(storage
+                .room_events_by_stream(room_nid, floor, cursor, batch as u32, true)
+                .await)?,
+        };
         let Some(oldest) = rows.last() else { break };
         cursor = oldest.stream_pos - 1;
         let read = rows.len();
@@ -362,6 +383,9 @@ async fn state_string(
 /// that thread (or their unthreaded one), and the main counts hold only the
 /// main timeline: the second value is `unread_thread_notifications`.
 /// Spec: <https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications>
+///
+/// `recent`: the room's events after some position, already read; when
+/// they cover the range counted, they are counted without another read.
 pub(crate) async fn unread_counts(
     storage: &dyn Storage,
     room_nid: i64,
@@ -369,6 +393,7 @@ pub(crate) async fn unread_counts(
     joined_at: i64,
     upto: i64,
     threaded: bool,
+    recent: Option<Recent<'_>>,
 ) -> MatrixResult<(Value, Option<Value>)> {
     let receipts: Vec<Receipt> = db(storage.room_receipts(room_nid).await)?
         .into_iter()
@@ -408,17 +433,35 @@ pub(crate) async fn unread_counts(
     let mut counts = Counts::default();
     let mut thread_counts: BTreeMap<String, Counts> = BTreeMap::new();
     if after < upto {
-        for event in db(storage
-            .room_events_by_stream(room_nid, after, upto, UNREAD_SCAN_MAX, true)
-            .await)?
-        {
+        let read;
+        let events = match recent {
+            Some(recent) if recent.after <= after => recent.events,
+            _ => {
+                read = db(storage
+                    .room_events_by_stream(room_nid, after, upto, UNREAD_SCAN_MAX, true)
+                    .await)?;
+                &read[..]
+            }
+        };
+        let newest = events
+            .iter()
+            .filter(|e| e.stream_pos > after)
+            .take(UNREAD_SCAN_MAX as usize);
+        for event in newest {
             if event.sender == user_id
                 || event.redacted_by.is_some()
                 || !matches!(event.kind.as_str(), "m.room.message" | "m.room.encrypted")
             {
                 continue;
             }
-            let value = serde_json::from_str::<Value>(&event.json).ok();
+            // Stored JSON is canonical (serde_json escapes only quotes,
+            // backslashes and control characters), so a key appears as it
+            // is: most events have neither and need no parsing.
+            let wanted = event.json.contains("\"m.mentions\"")
+                || (threaded && event.json.contains("\"m.relates_to\""));
+            let value = wanted
+                .then(|| serde_json::from_str::<Value>(&event.json).ok())
+                .flatten();
             let mentioned = value
                 .as_ref()
                 .and_then(|v| {

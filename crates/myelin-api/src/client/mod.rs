@@ -15,11 +15,13 @@ pub mod login;
 pub mod logout;
 pub mod membership;
 pub mod profile;
+pub mod push_rules;
 pub mod register;
 pub mod relations;
 pub mod report;
 pub mod room;
 pub mod room_read;
+pub mod search;
 pub mod send;
 pub mod session;
 pub mod summary;
@@ -177,6 +179,7 @@ pub fn routes() -> Router<AppState> {
         )
         // Sync
         .route(&v3("/sync"), get(sync::sync))
+        .route(&v3("/search"), post(search::search))
         // Typing, receipts, read markers
         .route(
             &v3("/rooms/{room_id}/typing/{user_id}"),
@@ -240,6 +243,24 @@ pub fn routes() -> Router<AppState> {
         .route(
             &v3("/user/{user_id}/rooms/{room_id}/tags/{tag}"),
             put(tags::put_tag).delete(tags::delete_tag),
+        )
+        // Push rules
+        .route(&v3("/pushrules"), get(push_rules::get_all))
+        .route(&v3("/pushrules/"), get(push_rules::get_all))
+        .route(&v3("/pushrules/global/"), get(push_rules::get_global))
+        .route(
+            &v3("/pushrules/{scope}/{kind}/{rule_id}"),
+            get(push_rules::get_rule)
+                .put(push_rules::put_rule)
+                .delete(push_rules::delete_rule),
+        )
+        .route(
+            &v3("/pushrules/{scope}/{kind}/{rule_id}/enabled"),
+            get(push_rules::get_enabled).put(push_rules::put_enabled),
+        )
+        .route(
+            &v3("/pushrules/{scope}/{kind}/{rule_id}/actions"),
+            get(push_rules::get_actions).put(push_rules::put_actions),
         )
         // Reporting
         .route(&v3("/rooms/{room_id}/report"), post(report::report_room))

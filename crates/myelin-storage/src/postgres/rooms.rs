@@ -382,11 +382,20 @@ async fn persist(
         )
         .await?;
     }
+    super::search::index_event(client, event, event_nid).await?;
     if let Some(target) = &event.redacts {
         // A redacted event loses its `m.relates_to`: it relates no more.
         execute(
             client,
             "DELETE FROM event_relations WHERE room_nid = $1 AND event_id = $2",
+            &[&room_nid, target],
+        )
+        .await?;
+        // Nor can its text be found any more.
+        execute(
+            client,
+            "DELETE FROM event_search WHERE room_nid = $1 AND event_nid =
+                 (SELECT event_nid FROM event_locator WHERE event_id = $2 AND room_nid = $1)",
             &[&room_nid, target],
         )
         .await?;
@@ -740,6 +749,33 @@ impl RoomStore for PostgresStorage {
             )
         };
         let rows = self.query(sql, &[&room_nid, &after, &upto, &limit]).await?;
+        events_from_rows(&rows)
+    }
+
+    async fn rooms_events_by_stream(
+        &self,
+        room_nids: &[i64],
+        after: i64,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        if room_nids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = i64::from(limit).min(LIST_MAX);
+        let rows = self
+            .query(
+                concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                     WHERE e.room_nid = ANY($1) AND e.stream_pos > $2 AND e.stream_pos <= $3
+                       AND e.status = 0
+                     ORDER BY e.stream_pos DESC LIMIT $4"
+                ),
+                &[&room_nids, &after, &upto, &limit],
+            )
+            .await?;
         events_from_rows(&rows)
     }
 

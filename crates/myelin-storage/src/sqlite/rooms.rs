@@ -329,10 +329,13 @@ fn persist(
             event.depth
         ])?;
     }
+    super::search::index_event(tx, event, event_nid)?;
     if let Some(target) = &event.redacts {
         // A redacted event loses its `m.relates_to`: it relates no more.
         tx.prepare_cached("DELETE FROM event_relations WHERE room_nid = ?1 AND event_id = ?2")?
             .execute(params![room_nid, target])?;
+        // Nor can its text be found any more.
+        super::search::unindex_event(tx, room_nid, target)?;
         // The first redaction stays the one shown; a later one changes nothing
         // a client sees.
         tx.prepare_cached(
@@ -674,6 +677,33 @@ impl RoomStore for SqliteStorage {
                 ))?
             };
             let rows = stmt.query_map(params![room_nid, after, upto, limit], event_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn rooms_events_by_stream(
+        &self,
+        room_nids: &[i64],
+        after: i64,
+        upto: i64,
+        limit: u32,
+    ) -> StorageResult<Vec<StoredEvent>> {
+        if room_nids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let room_nids = json_array(room_nids);
+        let limit = i64::from(limit).min(LIST_MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+                 WHERE e.room_nid IN (SELECT value FROM json_each(?1))
+                   AND e.stream_pos > ?2 AND e.stream_pos <= ?3 AND e.status = 0
+                 ORDER BY e.stream_pos DESC LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![room_nids, after, upto, limit], event_from_row)?;
             rows.collect()
         })
         .await

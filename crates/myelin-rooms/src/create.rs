@@ -248,18 +248,28 @@ pub(crate) fn plan(server_name: &str, creator: &str, req: CreateRoomRequest) -> 
         Preset::PrivateChat | Preset::TrustedPrivateChat => ("invite", "can_join"),
         Preset::PublicChat => ("public", "forbidden"),
     };
-    events.push(state(
-        "m.room.join_rules",
-        json!({ "join_rule": join_rule }),
-    ));
-    events.push(state(
-        "m.room.history_visibility",
-        json!({ "history_visibility": "shared" }),
-    ));
-    events.push(state(
-        "m.room.guest_access",
-        json!({ "guest_access": guest_access }),
-    ));
+    // A preset's event that initial_state also sets is left out: the
+    // initial_state one would replace it at once.
+    let overridden = |kind: &str| {
+        req.initial_state
+            .iter()
+            .any(|s| s.kind == kind && s.state_key.is_empty())
+    };
+    for (kind, content) in [
+        ("m.room.join_rules", json!({ "join_rule": join_rule })),
+        (
+            "m.room.history_visibility",
+            json!({ "history_visibility": "shared" }),
+        ),
+        (
+            "m.room.guest_access",
+            json!({ "guest_access": guest_access }),
+        ),
+    ] {
+        if !overridden(kind) {
+            events.push(state(kind, content));
+        }
+    }
     for s in &req.initial_state {
         if s.kind == "m.room.create" {
             return Err(MatrixError::new(

@@ -28,6 +28,7 @@ pub mod summary;
 pub mod sync;
 pub mod tags;
 pub mod timestamp;
+pub mod upgrade;
 pub mod user_directory;
 pub mod versions;
 pub mod well_known;
@@ -262,6 +263,8 @@ pub fn routes() -> Router<AppState> {
             &v3("/pushrules/{scope}/{kind}/{rule_id}/actions"),
             get(push_rules::get_actions).put(push_rules::put_actions),
         )
+        // Room upgrades
+        .route(&v3("/rooms/{room_id}/upgrade"), post(upgrade::upgrade))
         // Reporting
         .route(&v3("/rooms/{room_id}/report"), post(report::report_room))
         .route(

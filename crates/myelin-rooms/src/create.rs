@@ -32,6 +32,14 @@ impl Preset {
     }
 }
 
+/// A random room id of the v1–11 form `!<random>:<server>`.
+pub(crate) fn random_room_id(server_name: &str) -> String {
+    format!(
+        "!{}:{server_name}",
+        random_alphanumeric(ROOM_ID_RANDOM_LENGTH)
+    )
+}
+
 /// One `initial_state` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitialState {
@@ -144,12 +152,7 @@ pub(crate) fn plan(server_name: &str, creator: &str, req: CreateRoomRequest) -> 
         creators.extend(req.invite.iter().map(|u| json!(u)));
         create_content.insert("additional_creators".into(), Value::Array(creators));
     }
-    let room_id = (!rules.room_create_event_id_as_room_id).then(|| {
-        format!(
-            "!{}:{server_name}",
-            random_alphanumeric(ROOM_ID_RANDOM_LENGTH)
-        )
-    });
+    let room_id = (!rules.room_create_event_id_as_room_id).then(|| random_room_id(server_name));
 
     let alias = match &req.room_alias_name {
         Some(name) => {

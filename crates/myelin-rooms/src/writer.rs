@@ -21,6 +21,8 @@ use crate::stream::StreamTracker;
 
 /// `prev_events` of a new event at most (the newest extremities win).
 const PREV_EVENTS_MAX: usize = 10;
+/// Tries at a free room id before `createRoom` gives up.
+const ROOM_ID_ATTEMPTS_MAX: i64 = 8;
 /// The greatest depth the spec allows (canonical JSON integers).
 const DEPTH_MAX: i64 = (1 << 53) - 1;
 /// Rooms whose head (current state, extremities) is kept in memory; idle
@@ -484,34 +486,46 @@ impl RoomWriter for LocalRoomWriter {
         let version = plan.version.clone();
         // The create event comes first: from v12 it names the room.
         check_canonical(&Value::Object(plan.create_content.clone())).map_err(event_error)?;
-        let create_template = PduTemplate {
-            room_id: plan.room_id.clone(),
-            sender: creator.to_owned(),
-            kind: "m.room.create".to_owned(),
-            state_key: Some(String::new()),
-            content: plan.create_content.clone(),
-            redacts: None,
-            prev_events: Vec::new(),
-            auth_events: Vec::new(),
-            depth: 1,
-            origin_server_ts: now_ms(),
-        };
-        let create = build_pdu(&version, create_template, &self.server_name, &self.key)
-            .map_err(event_error)?;
-        let empty = HashMap::new();
-        check_auth(&version, &create, &empty).map_err(|e| MatrixError::bad_json(e.0))?;
-        let room_id = create.room_id.clone();
-        let record = match self
-            .storage
-            .create_room(&room_id, version.id, now_ms())
-            .await
-        {
-            Ok(record) => record,
-            Err(StorageError::Conflict(_)) => {
-                return Err(MatrixError::internal("room id collision"));
+        // Two rooms created by one user in the same millisecond would have
+        // the same v12 create event, hence the same room id: a collision
+        // retries one millisecond later (and, before v12, with a new random id).
+        let mut attempt = 0;
+        let (create, record) = loop {
+            let room_id = match (&plan.room_id, attempt) {
+                (Some(id), 0) => Some(id.clone()),
+                (Some(_), _) => Some(create::random_room_id(&self.server_name)),
+                (None, _) => None,
+            };
+            let create_template = PduTemplate {
+                room_id,
+                sender: creator.to_owned(),
+                kind: "m.room.create".to_owned(),
+                state_key: Some(String::new()),
+                content: plan.create_content.clone(),
+                redacts: None,
+                prev_events: Vec::new(),
+                auth_events: Vec::new(),
+                depth: 1,
+                origin_server_ts: now_ms() + attempt,
+            };
+            let create = build_pdu(&version, create_template, &self.server_name, &self.key)
+                .map_err(event_error)?;
+            let empty = HashMap::new();
+            check_auth(&version, &create, &empty).map_err(|e| MatrixError::bad_json(e.0))?;
+            match self
+                .storage
+                .create_room(&create.room_id, version.id, now_ms())
+                .await
+            {
+                Ok(record) => break (create, record),
+                Err(StorageError::Conflict(_)) if attempt < ROOM_ID_ATTEMPTS_MAX => attempt += 1,
+                Err(StorageError::Conflict(_)) => {
+                    return Err(MatrixError::internal("room id collision"));
+                }
+                Err(e) => return Err(MatrixError::internal(e)),
             }
-            Err(e) => return Err(MatrixError::internal(e)),
         };
+        let room_id = create.room_id.clone();
         let room_nid = record.room_nid;
         let slot = self.slot(&room_id);
         let mut guard = slot.head.lock().await;

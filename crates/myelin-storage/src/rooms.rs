@@ -387,6 +387,8 @@ pub trait RoomStore: Send + Sync {
     ) -> StorageResult<Vec<Receipt>>;
     /// The current receipts of a room (for an initial sync).
     async fn room_receipts(&self, room_nid: i64) -> StorageResult<Vec<Receipt>>;
+    /// A user's current receipts in a room: where they read up to.
+    async fn user_receipts(&self, room_nid: i64, user_id: &str) -> StorageResult<Vec<Receipt>>;
 
     /// Account data of a user with `after < stream_id <= upto`.
     async fn account_data_between(

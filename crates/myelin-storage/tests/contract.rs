@@ -92,6 +92,7 @@ contract! {
         events_bulk_lookup,
         aliases_create_get_delete,
         receipts_put_replace_and_list,
+        user_receipts_are_the_users_own,
         account_data_between_reads_changes,
         concurrent_persists_into_different_rooms,
         persist_into_unknown_room_fails,
@@ -2854,6 +2855,68 @@ async fn aliases_create_get_delete(store: DynStorage) {
         .create_alias(&alias("#a:test", "!other:test"))
         .await
         .expect("a deleted alias can be taken again");
+}
+
+async fn user_receipts_are_the_users_own(store: DynStorage) {
+    let room = TestRoom::create(&store, "!own-receipts:test").await;
+    let other = TestRoom::create(&store, "!own-receipts2:test").await;
+    for (room_nid, user, receipt_type, thread, event) in [
+        (room.nid, "@alice:test", "m.read", None, "$1"),
+        (room.nid, "@alice:test", "m.read", Some("$root"), "$2"),
+        (room.nid, "@bob:test", "m.read", None, "$3"),
+        (other.nid, "@alice:test", "m.read", None, "$4"),
+        (room.nid, "@alice:test", "m.read.private", None, "$5"),
+        // Replaces alice's unthreaded m.read.
+        (room.nid, "@alice:test", "m.read", None, "$6"),
+    ] {
+        let stream_pos = store
+            .next_stream_pos(Stream::Receipts)
+            .await
+            .expect("receipt position");
+        let receipt = Receipt {
+            room_nid,
+            room_id: String::new(),
+            user_id: user.to_owned(),
+            receipt_type: receipt_type.to_owned(),
+            thread_id: thread.map(str::to_owned),
+            event_id: event.to_owned(),
+            ts: NOW + stream_pos,
+            stream_pos,
+        };
+        store.put_receipt(&receipt).await.expect("put_receipt");
+    }
+    let own = store
+        .user_receipts(room.nid, "@alice:test")
+        .await
+        .expect("user_receipts");
+    let summary: Vec<(&str, &str, Option<&str>, &str)> = own
+        .iter()
+        .map(|r| {
+            (
+                r.user_id.as_str(),
+                r.receipt_type.as_str(),
+                r.thread_id.as_deref(),
+                r.event_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("@alice:test", "m.read", None, "$6"),
+            ("@alice:test", "m.read.private", None, "$5"),
+            ("@alice:test", "m.read", Some("$root"), "$2"),
+        ],
+        "newest first, this room's and this user's only"
+    );
+    assert!(own.iter().all(|r| r.room_id == "!own-receipts:test"));
+    assert!(
+        store
+            .user_receipts(room.nid, "@carol:test")
+            .await
+            .expect("user_receipts")
+            .is_empty()
+    );
 }
 
 async fn receipts_put_replace_and_list(store: DynStorage) {

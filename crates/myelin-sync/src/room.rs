@@ -395,11 +395,9 @@ pub(crate) async fn unread_counts(
     threaded: bool,
     recent: Option<Recent<'_>>,
 ) -> MatrixResult<(Value, Option<Value>)> {
-    let receipts: Vec<Receipt> = db(storage.room_receipts(room_nid).await)?
+    let receipts: Vec<Receipt> = db(storage.user_receipts(room_nid, user_id).await)?
         .into_iter()
-        .filter(|r| {
-            r.user_id == user_id && matches!(r.receipt_type.as_str(), "m.read" | "m.read.private")
-        })
+        .filter(|r| matches!(r.receipt_type.as_str(), "m.read" | "m.read.private"))
         .collect();
     let read_ids: Vec<String> = receipts.iter().map(|r| r.event_id.clone()).collect();
     let mut read_at: HashMap<String, i64> = HashMap::new();

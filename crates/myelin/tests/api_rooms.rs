@@ -971,7 +971,43 @@ async fn profile_changes_reach_rooms(backend: Backend) {
     server.stop().await;
 }
 
+/// Identical v12 create events in one millisecond would name the same room:
+/// a burst of identical createRoom calls still gives distinct rooms.
+async fn identical_rooms_in_a_burst(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password-alice").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let client = server.client.clone();
+        let url = format!("{}{V3}/createRoom", server.base);
+        let token = alice.access_token.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["room_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "every room has its own id");
+    server.stop().await;
+}
+
 backend_tests!(
+    identical_rooms_in_a_burst,
     create_room_defaults,
     create_room_every_version,
     presets_and_joins,

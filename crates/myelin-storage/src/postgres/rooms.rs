@@ -999,6 +999,21 @@ impl RoomStore for PostgresStorage {
         .collect()
     }
 
+    async fn user_receipts(&self, room_nid: i64, user_id: &str) -> StorageResult<Vec<Receipt>> {
+        self.query(
+            "SELECT c.room_nid, r.room_id, c.user_id, c.receipt_type, c.event_id, c.thread_id,
+                    c.ts, c.stream_pos
+             FROM receipts c JOIN rooms r ON r.room_nid = c.room_nid
+             WHERE c.room_nid = $1 AND c.user_id = $2
+             ORDER BY c.stream_pos DESC LIMIT $3",
+            &[&room_nid, &user_id, &LIST_MAX],
+        )
+        .await?
+        .iter()
+        .map(receipt_from_row)
+        .collect()
+    }
+
     async fn account_data_between(
         &self,
         user_id: &str,

@@ -944,6 +944,22 @@ impl RoomStore for SqliteStorage {
         .await
     }
 
+    async fn user_receipts(&self, room_nid: i64, user_id: &str) -> StorageResult<Vec<Receipt>> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.room_nid, r.room_id, c.user_id, c.receipt_type, c.event_id, c.thread_id,
+                        c.ts, c.stream_pos
+                 FROM receipts c JOIN rooms r ON r.room_nid = c.room_nid
+                 WHERE c.room_nid = ?1 AND c.user_id = ?2
+                 ORDER BY c.stream_pos DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![room_nid, user_id, LIST_MAX], receipt_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn account_data_between(
         &self,
         user_id: &str,

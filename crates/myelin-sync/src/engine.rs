@@ -300,6 +300,15 @@ pub(crate) async fn compute(
         .filter(|c| filter.account_data_type(&c.data_type))
         .map(|c| json!({ "type": c.data_type, "content": c.content }))
         .collect();
+    // Clients expect their push rules in the initial sync; a user who never
+    // changed one has none stored, so send the defaults the server applies.
+    if since.is_none()
+        && filter.account_data_type("m.push_rules")
+        && !global.iter().any(|e| e["type"] == "m.push_rules")
+    {
+        let defaults = myelin_events::push::default_ruleset(user_id);
+        global.push(json!({ "type": "m.push_rules", "content": { "global": defaults } }));
+    }
     if let Some(limit) = filter.account_data_limit() {
         global.truncate(limit);
     }

@@ -467,7 +467,43 @@ async fn unknown_rules_and_bad_input(backend: Backend) {
     server.stop().await;
 }
 
+/// A user who never changed a rule still gets the defaults in their
+/// initial sync, where clients look for them.
+async fn initial_sync_carries_default_rules(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password-alice").await;
+    let (status, body) = server
+        .get("/_matrix/client/v3/sync", Some(&alice.access_token))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let events = body["account_data"]["events"]
+        .as_array()
+        .expect("account data events");
+    let rules = events
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .expect("m.push_rules in the initial sync");
+    let overrides = rules["content"]["global"]["override"]
+        .as_array()
+        .expect("override rules");
+    assert_eq!(overrides[0]["rule_id"], ".m.rule.master");
+    // An incremental sync does not repeat them.
+    let since = body["next_batch"].as_str().unwrap();
+    let (_, body) = server
+        .get(
+            &format!("/_matrix/client/v3/sync?since={since}&timeout=0"),
+            Some(&alice.access_token),
+        )
+        .await;
+    let again = body["account_data"]["events"]
+        .as_array()
+        .map_or(0, |e| e.len());
+    assert_eq!(again, 0, "{body}");
+    server.stop().await;
+}
+
 backend_tests!(
+    initial_sync_carries_default_rules,
     default_ruleset_shape,
     custom_rules,
     enabled_and_actions,

@@ -22,6 +22,8 @@ pub struct Inner {
     pub rooms: Arc<LocalRoomWriter>,
     /// Who is typing where.
     pub typing: myelin_rooms::Typing,
+    /// Who is online, in memory like typing.
+    pub presence: myelin_rooms::Presence,
     pub limits: Limits,
     /// When each device was last recorded as seen by this process, so
     /// `last_seen_ts` is written at most once per [`crate::auth::SEEN_WRITE_INTERVAL_MS`].
@@ -58,12 +60,14 @@ impl AppState {
             registration_per_username: RateLimiter::new(config.rate_limits.registration),
         };
         let typing = myelin_rooms::Typing::new(rooms.notifier().clone());
+        let presence = myelin_rooms::Presence::new(rooms.notifier().clone());
         Self(Arc::new(Inner {
             config,
             storage,
             signing_key,
             rooms,
             typing,
+            presence,
             limits,
             seen: Mutex::new(HashMap::new()),
         }))

@@ -13,6 +13,7 @@
 
 pub mod create;
 mod notifier;
+pub mod presence;
 pub mod read;
 mod stream;
 mod typing;
@@ -20,6 +21,7 @@ mod writer;
 
 pub use create::{CreateRoomRequest, Preset};
 pub use notifier::Notifier;
+pub use presence::{Presence, PresenceState, UserPresence};
 pub use stream::{StreamTracker, Visible};
 pub use typing::{TYPING_TIMEOUT_MAX, Typing};
 pub use writer::{LocalRoomWriter, RoomWriter, SendEvent, SentEvent};

@@ -72,6 +72,7 @@ pub(crate) async fn bounds(src: &SyncSources<'_>) -> MatrixResult<SyncToken> {
         receipts: src.receipts.watermark(),
         account_data: src.account_data.watermark(),
         typing: src.typing.position(),
+        presence: src.presence.position(),
     })
 }
 
@@ -90,6 +91,7 @@ pub(crate) async fn compute(
         receipts: s.receipts.min(upto.receipts),
         account_data: s.account_data.min(upto.account_data),
         typing: s.typing.min(upto.typing),
+        presence: s.presence.min(upto.presence),
     });
     // No stream moved since the token: nothing can be new (a long-poll's
     // first look, and every look after a wake for another user's write).
@@ -313,17 +315,39 @@ pub(crate) async fn compute(
         global.truncate(limit);
     }
 
+    // Presence of the users sharing a room with this one, changed since
+    // the token (all of them on an initial sync).
+    let mut presence = Vec::new();
+    let presence_after = since.map(|s| s.presence);
+    if presence_after.is_none_or(|a| a < upto.presence) {
+        let among = db(myelin_rooms::presence::shared_users(storage, user_id).await)?;
+        for p in src.presence.changed(presence_after, upto.presence, &among) {
+            if filter.presence_event("m.presence", &p.user_id) {
+                presence.push(json!({
+                    "type": "m.presence",
+                    "sender": p.user_id,
+                    "content": p.content(),
+                }));
+            }
+        }
+        if let Some(limit) = filter.presence_limit() {
+            presence.truncate(limit);
+        }
+    }
+
     let empty = join_section.is_empty()
         && leave_section.is_empty()
         && invite_section.is_empty()
         && knock_section.is_empty()
-        && global.is_empty();
+        && global.is_empty()
+        && presence.is_empty();
     let sections = Sections {
         join: join_section,
         invite: invite_section,
         knock: knock_section,
         leave: leave_section,
         account_data: global,
+        presence,
     };
     Ok(Computed {
         body: body(upto, sections),
@@ -339,6 +363,7 @@ struct Sections {
     knock: Map<String, Value>,
     leave: Map<String, Value>,
     account_data: Vec<Value>,
+    presence: Vec<Value>,
 }
 
 fn body(upto: SyncToken, sections: Sections) -> Value {
@@ -351,9 +376,9 @@ fn body(upto: SyncToken, sections: Sections) -> Value {
             "leave": sections.leave,
         },
         "account_data": { "events": sections.account_data },
-        // Presence, to-device messages and device lists are later issues;
-        // the sections are there so clients find the shape they expect.
-        "presence": { "events": [] },
+        "presence": { "events": sections.presence },
+        // To-device messages and device lists are later issues; the
+        // sections are there so clients find the shape they expect.
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
     })

@@ -170,6 +170,23 @@ impl SyncFilter {
             .is_none_or(|f| f.matches_type(kind))
     }
 
+    /// A presence event passes the filter's `presence` types and senders.
+    pub fn presence_event(&self, kind: &str, sender: &str) -> bool {
+        self.filter
+            .presence
+            .as_ref()
+            .is_none_or(|f| f.matches(kind, sender))
+    }
+
+    /// Presence events at most (`presence.limit`).
+    pub fn presence_limit(&self) -> Option<usize> {
+        self.filter
+            .presence
+            .as_ref()
+            .and_then(|f| f.limit)
+            .and_then(|l| usize::try_from(l).ok())
+    }
+
     /// Global account data entries at most (`account_data.limit`).
     pub fn account_data_limit(&self) -> Option<usize> {
         self.filter

@@ -3,7 +3,7 @@
 //!
 //! A response is computed against a fixed set of upper bounds — the event
 //! writer's watermark, the receipt and account-data stream positions, the
-//! typing position — read once at its start; those bounds become
+//! typing and presence positions — read once at its start; those bounds become
 //! `next_batch`. Every read is limited to them, so whatever commits while a
 //! response is computed lands in the next one, and no event is skipped.
 //!
@@ -24,7 +24,7 @@ mod token;
 
 use myelin_core::filter::Filter;
 use myelin_core::{MatrixError, MatrixResult};
-use myelin_rooms::{Notifier, StreamTracker, Typing};
+use myelin_rooms::{Notifier, Presence, PresenceState, StreamTracker, Typing};
 use myelin_storage::Storage;
 use serde_json::Value;
 use std::time::Duration;
@@ -51,6 +51,7 @@ pub struct SyncSources<'a> {
     /// Wakes waiting requests when something for their user is written.
     pub notifier: &'a Notifier,
     pub typing: &'a Typing,
+    pub presence: &'a Presence,
 }
 
 /// A validated `/sync` request.
@@ -73,14 +74,16 @@ pub fn parse_since(since: Option<&str>) -> MatrixResult<Option<SyncToken>> {
         .transpose()
 }
 
-/// `set_presence`: `online` (the default), `offline` or `unavailable`.
-/// Presence itself is a later issue; the value is only validated.
-pub fn check_set_presence(set_presence: Option<&str>) -> MatrixResult<()> {
+/// `set_presence`: `online` (the default), `offline` or `unavailable`;
+/// anything else is `M_INVALID_PARAM`.
+pub fn check_set_presence(set_presence: Option<&str>) -> MatrixResult<PresenceState> {
     match set_presence {
-        None | Some("online" | "offline" | "unavailable") => Ok(()),
-        Some(other) => Err(MatrixError::invalid_param(format!(
-            "set_presence must be online, offline or unavailable, not `{other}`"
-        ))),
+        None => Ok(PresenceState::Online),
+        Some(s) => PresenceState::parse(s).ok_or_else(|| {
+            MatrixError::invalid_param(format!(
+                "set_presence must be online, offline or unavailable, not `{s}`"
+            ))
+        }),
     }
 }
 

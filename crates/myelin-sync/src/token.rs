@@ -1,14 +1,18 @@
 //! Sync tokens: one position per stream, so a token says exactly what a
 //! client has seen of each.
 //!
-//! Format: `s<events>_<receipts>_<account_data>_<typing>`. Event positions
+//! Format: `s<events>_<receipts>_<account_data>_<typing>_<presence>` (the
+//! older four-field form, without presence, still parses, as presence 0).
+//! Event positions
 //! are read only up to the writer's watermark, so a token never covers an
 //! event that is still being written.
 
 use std::fmt;
 
 /// Fields in a token.
-const FIELDS: usize = 4;
+const FIELDS: usize = 5;
+/// Fields in a token written before presence.
+const FIELDS_OLD: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncToken {
@@ -16,6 +20,7 @@ pub struct SyncToken {
     pub receipts: i64,
     pub account_data: i64,
     pub typing: i64,
+    pub presence: i64,
 }
 
 impl SyncToken {
@@ -28,7 +33,7 @@ impl SyncToken {
             .map(|p| p.parse::<i64>())
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
-        if parts.len() != FIELDS || parts.iter().any(|p| *p < 0) {
+        if !(parts.len() == FIELDS || parts.len() == FIELDS_OLD) || parts.iter().any(|p| *p < 0) {
             return Err(bad());
         }
         Ok(Self {
@@ -36,6 +41,7 @@ impl SyncToken {
             receipts: parts[1],
             account_data: parts[2],
             typing: parts[3],
+            presence: parts.get(4).copied().unwrap_or(0),
         })
     }
 }
@@ -44,8 +50,8 @@ impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}",
-            self.events, self.receipts, self.account_data, self.typing
+            "s{}_{}_{}_{}_{}",
+            self.events, self.receipts, self.account_data, self.typing, self.presence
         )
     }
 }
@@ -61,9 +67,17 @@ mod tests {
             receipts: 3,
             account_data: 5,
             typing: 0,
+            presence: 7,
         };
-        assert_eq!(t.to_string(), "s12_3_5_0");
-        assert_eq!(SyncToken::parse("s12_3_5_0"), Ok(t));
+        assert_eq!(t.to_string(), "s12_3_5_0_7");
+        assert_eq!(SyncToken::parse("s12_3_5_0_7"), Ok(t));
+    }
+
+    #[test]
+    fn old_tokens_have_presence_zero() {
+        let t = SyncToken::parse("s12_3_5_9").unwrap();
+        assert_eq!((t.typing, t.presence), (9, 0));
+        assert_eq!(t.to_string(), "s12_3_5_9_0");
     }
 
     #[test]
@@ -73,7 +87,8 @@ mod tests {
             "s",
             "12_3_5_0",
             "s1_2_3",
-            "s1_2_3_4_5",
+            "s1_2_3_4_5_6",
+            "s1_2_3_4_-5",
             "sa_b_c_d",
             "s-1_0_0_0",
             "s1__2_3",

@@ -86,6 +86,7 @@ async fn only_rooms_with_new_events_whatever_the_range() {
         .expect("the writer starts"),
     );
     let typing = Typing::new(writer.notifier().clone());
+    let presence = myelin_rooms::Presence::new(writer.notifier().clone());
     let quiet = writer
         .create_room(ALICE, CreateRoomRequest::default())
         .await
@@ -101,6 +102,7 @@ async fn only_rooms_with_new_events_whatever_the_range() {
         account_data: writer.account_data(),
         notifier: writer.notifier(),
         typing: &typing,
+        presence: &presence,
     };
     let initial = sync(&src, &request(None)).await.unwrap();
 

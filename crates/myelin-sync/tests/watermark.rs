@@ -77,6 +77,7 @@ async fn a_response_never_passes_a_write_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let (storage, writer) = setup(&dir).await;
     let typing = Typing::new(writer.notifier().clone());
+    let presence = myelin_rooms::Presence::new(writer.notifier().clone());
     let room = writer
         .create_room(ALICE, CreateRoomRequest::default())
         .await
@@ -88,6 +89,7 @@ async fn a_response_never_passes_a_write_in_flight() {
         account_data: writer.account_data(),
         notifier: writer.notifier(),
         typing: &typing,
+        presence: &presence,
     };
     let first = sync(&src, &request(None, Duration::ZERO)).await.unwrap();
 
@@ -118,6 +120,7 @@ async fn a_response_never_passes_a_write_in_flight() {
             writer.notifier().clone(),
         );
         let typing = typing.clone();
+        let presence = presence.clone();
         tokio::spawn(async move {
             let src = SyncSources {
                 storage: storage.as_ref(),
@@ -126,6 +129,7 @@ async fn a_response_never_passes_a_write_in_flight() {
                 account_data: &account_data,
                 notifier: &notifier,
                 typing: &typing,
+                presence: &presence,
             };
             sync(&src, &request(Some(&since), Duration::from_secs(30)))
                 .await
@@ -154,6 +158,7 @@ async fn a_membership_past_the_bound_is_read_as_of_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let (storage, writer) = setup(&dir).await;
     let typing = Typing::new(writer.notifier().clone());
+    let presence = myelin_rooms::Presence::new(writer.notifier().clone());
     let room = writer
         .create_room(ALICE, CreateRoomRequest::default())
         .await
@@ -165,6 +170,7 @@ async fn a_membership_past_the_bound_is_read_as_of_the_bound() {
         account_data: writer.account_data(),
         notifier: writer.notifier(),
         typing: &typing,
+        presence: &presence,
     };
     let first = sync(&src, &request(None, Duration::ZERO)).await.unwrap();
     assert!(first["rooms"]["join"][&room].is_object());

@@ -14,6 +14,7 @@ pub mod hierarchy;
 pub mod login;
 pub mod logout;
 pub mod membership;
+pub mod presence;
 pub mod profile;
 pub mod push_rules;
 pub mod register;
@@ -181,6 +182,11 @@ pub fn routes() -> Router<AppState> {
         // Sync
         .route(&v3("/sync"), get(sync::sync))
         .route(&v3("/search"), post(search::search))
+        // Presence
+        .route(
+            &v3("/presence/{user_id}/status"),
+            get(presence::get_status).put(presence::set_status),
+        )
         // Typing, receipts, read markers
         .route(
             &v3("/rooms/{room_id}/typing/{user_id}"),

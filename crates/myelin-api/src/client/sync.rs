@@ -29,10 +29,19 @@ pub async fn sync(
     MatrixQuery(query): MatrixQuery<SyncQuery>,
 ) -> ApiResult<Json<Value>> {
     let since = myelin_sync::parse_since(query.since.as_deref())?;
-    myelin_sync::check_set_presence(query.set_presence.as_deref())?;
+    let set_presence = myelin_sync::check_set_presence(query.set_presence.as_deref())?;
     let filter =
         myelin_sync::load_filter(state.storage.as_ref(), &me.user_id, query.filter.as_deref())
             .await?;
+    // Polling marks the user active (or `unavailable`); room-mates hear of
+    // a change.
+    if state.presence.syncing(&me.user_id, set_presence) {
+        let audience =
+            myelin_rooms::presence::shared_users(state.storage.as_ref(), &me.user_id).await?;
+        state
+            .presence
+            .wake(&me.user_id, audience.into_iter().collect());
+    }
     let request = SyncRequest {
         user_id: me.user_id,
         device_id: me.device_id,
@@ -48,6 +57,7 @@ pub async fn sync(
         account_data: state.rooms.account_data(),
         notifier: state.rooms.notifier(),
         typing: &state.typing,
+        presence: &state.presence,
     };
     Ok(Json(myelin_sync::sync(&sources, &request).await?))
 }

@@ -6,16 +6,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use myelin_core::{ErrorKind, MatrixError};
-use myelin_events::{PowerLevel, user_power_level};
 use myelin_rooms::read::current_membership;
 use myelin_storage::{RoomAlias, StorageError};
 use ruma::{OwnedRoomAliasId, RoomAliasId};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 
 use crate::auth::Auth;
-use crate::client::room::room;
+use crate::client::room::{PowerView, room};
 use crate::client::room_read::world_readable;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{MatrixJson, MatrixPath};
@@ -23,10 +21,6 @@ use crate::state::AppState;
 
 /// Aliases `GET /rooms/{roomId}/aliases` lists at most.
 const ROOM_ALIASES_MAX: usize = 1000;
-/// The power level needed for state events when the room has no power
-/// levels event, and `state_default` when that event leaves it out.
-const STATE_DEFAULT_WITHOUT_POWER_LEVELS: i64 = 0;
-const STATE_DEFAULT: i64 = 50;
 
 /// A room alias of valid grammar (`#localpart:server`, at most 255 bytes),
 /// or 400 `M_INVALID_PARAM`.
@@ -152,34 +146,8 @@ pub(crate) async fn may_set_canonical_alias(
     {
         return Ok(false);
     }
-    let mut view = HashMap::new();
-    let mut required = STATE_DEFAULT_WITHOUT_POWER_LEVELS;
-    for kind in ["m.room.create", "m.room.power_levels"] {
-        let Some(stored) = state
-            .storage
-            .current_state_event(record.room_nid, kind, "")
-            .await?
-        else {
-            continue;
-        };
-        let pdu = myelin_events::Pdu::from_json_str(&version, &stored.json, &stored.event_id)
-            .map_err(MatrixError::internal)?;
-        if kind == "m.room.power_levels" {
-            let level = |v: &Value| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-            };
-            required = pdu
-                .content
-                .get("events")
-                .and_then(|events| events.get("m.room.canonical_alias"))
-                .and_then(level)
-                .or_else(|| pdu.content.get("state_default").and_then(level))
-                .unwrap_or(STATE_DEFAULT);
-        }
-        view.insert((kind.to_owned(), String::new()), pdu);
-    }
-    Ok(user_power_level(&version, &view, user_id) >= PowerLevel::Int(required))
+    let power = PowerView::load(state, record.room_nid, &version).await?;
+    Ok(power.reaches(user_id, power.state_level("m.room.canonical_alias")))
 }
 
 /// `GET /_matrix/client/v3/rooms/{roomId}/aliases`: for the room's members,

@@ -98,3 +98,81 @@ pub async fn local_user(state: &AppState, user_id: &str) -> ApiResult<()> {
     }
     Ok(())
 }
+
+/// What a power-level question needs of a room: its create event (v12
+/// creators outrank everyone) and its power levels, as of now.
+pub struct PowerView {
+    version: RoomVersion,
+    events: std::collections::HashMap<(String, String), myelin_events::Pdu>,
+}
+
+impl PowerView {
+    pub async fn load(state: &AppState, room_nid: i64, version: &RoomVersion) -> ApiResult<Self> {
+        let mut events = std::collections::HashMap::new();
+        for kind in ["m.room.create", "m.room.power_levels"] {
+            if let Some(stored) = state
+                .storage
+                .current_state_event(room_nid, kind, "")
+                .await?
+            {
+                let pdu =
+                    myelin_events::Pdu::from_json_str(version, &stored.json, &stored.event_id)
+                        .map_err(MatrixError::internal)?;
+                events.insert((kind.to_owned(), String::new()), pdu);
+            }
+        }
+        Ok(Self {
+            version: version.clone(),
+            events,
+        })
+    }
+
+    fn power_levels(&self) -> Option<&Value> {
+        self.events
+            .get(&("m.room.power_levels".to_owned(), String::new()))
+            .map(|p| &p.content)
+    }
+
+    /// The user's power level.
+    pub fn user_level(&self, user_id: &str) -> myelin_events::auth::PowerLevel {
+        myelin_events::auth::user_power_level(&self.version, &self.events, user_id)
+    }
+
+    /// A top-level level of the power levels (`redact`, `invite`, …), or
+    /// `default` when absent.
+    pub fn level(&self, key: &str, default: i64) -> i64 {
+        self.power_levels()
+            .and_then(|pl| pl.get(key))
+            .and_then(power_int)
+            .unwrap_or(default)
+    }
+
+    /// The level needed to send a state event of `kind`: its entry in
+    /// `events`, else `state_default` — which is 50, or 0 in a room with no
+    /// power levels at all, as the spec says.
+    pub fn state_level(&self, kind: &str) -> i64 {
+        state_level(self.power_levels().and_then(Value::as_object), kind)
+    }
+
+    /// Whether the user reaches `required`.
+    pub fn reaches(&self, user_id: &str, required: i64) -> bool {
+        self.user_level(user_id) >= myelin_events::auth::PowerLevel::Int(required)
+    }
+}
+
+/// The level a power-levels content asks for a state event of `kind`
+/// (see [`PowerView::state_level`]; `None`: the room has no power levels).
+pub fn state_level(power_levels: Option<&Map<String, Value>>, kind: &str) -> i64 {
+    let Some(pl) = power_levels else { return 0 };
+    pl.get("events")
+        .and_then(|e| e.get(kind))
+        .and_then(power_int)
+        .or_else(|| pl.get("state_default").and_then(power_int))
+        .unwrap_or(50)
+}
+
+/// A power level as JSON: an integer, or (before room v10) a string of one.
+pub fn power_int(v: &Value) -> Option<i64> {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}

@@ -10,11 +10,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Auth, Identity};
-use crate::client::room::{room, send};
+use crate::client::room::{PowerView, room, send};
 use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixPath, OptionalMatrixJson};
 use crate::state::AppState;
 
+/// The `redact` level of power levels that name none (the spec's default).
+const REDACT_DEFAULT: i64 = 50;
 /// Longest event type and transaction id accepted.
 const TYPE_LENGTH_MAX: usize = 255;
 const TXN_ID_LENGTH_MAX: usize = 255;
@@ -187,39 +189,6 @@ async fn check_canonical_alias(
     Ok(())
 }
 
-/// Whether `user_id` reaches the room's `redact` power level.
-async fn may_redact_others(
-    state: &AppState,
-    room_nid: i64,
-    version: &myelin_events::RoomVersion,
-    user_id: &str,
-) -> ApiResult<bool> {
-    use myelin_events::auth::{PowerLevel, user_power_level};
-    let mut view = std::collections::HashMap::new();
-    let mut required = 50;
-    for (kind, key) in [("m.room.create", ""), ("m.room.power_levels", "")] {
-        if let Some(stored) = state
-            .storage
-            .current_state_event(room_nid, kind, key)
-            .await?
-        {
-            let pdu = myelin_events::Pdu::from_json_str(version, &stored.json, &stored.event_id)
-                .map_err(MatrixError::internal)?;
-            if kind == "m.room.power_levels" {
-                required = pdu.content.get("redact").and_then(json_int).unwrap_or(50);
-            }
-            view.insert((kind.to_owned(), key.to_owned()), pdu);
-        }
-    }
-    Ok(user_power_level(version, &view, user_id) >= PowerLevel::Int(required))
-}
-
-/// A power level as JSON: an integer, or (before v10) a string of one.
-fn json_int(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
 #[derive(Deserialize, Default)]
 pub struct RedactBody {
     reason: Option<String>,
@@ -244,9 +213,11 @@ pub async fn redact(
         .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
     // From v3 the rules accept any redaction and leave it to servers to
     // apply it only when allowed: refuse what would not apply.
-    if target.sender != me.user_id
-        && !may_redact_others(&state, record.room_nid, &version, &me.user_id).await?
-    {
+    let may_redact_others = || async {
+        let power = PowerView::load(&state, record.room_nid, &version).await?;
+        ApiResult::Ok(power.reaches(&me.user_id, power.level("redact", REDACT_DEFAULT)))
+    };
+    if target.sender != me.user_id && !may_redact_others().await? {
         return Err(MatrixError::forbidden(
             "Your power level is too low to redact other users' events",
         )

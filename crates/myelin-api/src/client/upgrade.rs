@@ -2,13 +2,11 @@
 //! new one of another room version.
 //! Spec: <https://spec.matrix.org/v1.19/client-server-api/#room-upgrades>
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::State;
 use myelin_core::{ErrorKind, MatrixError};
 use myelin_events::RoomVersion;
-use myelin_events::auth::{PowerLevel, user_power_level};
+use myelin_events::auth::PowerLevel;
 use myelin_rooms::create::{INITIAL_STATE_MAX, InitialState};
 use myelin_rooms::{CreateRoomRequest, Preset, RoomWriter, SendEvent};
 use myelin_storage::RoomAlias;
@@ -16,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Auth;
-use crate::client::room::{room, send};
+use crate::client::room::{PowerView, power_int, room, send, state_level};
 use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixPath};
 use crate::state::AppState;
@@ -62,25 +60,6 @@ async fn state_content(
     })
 }
 
-/// A power level as JSON: an integer, or (before v10) a string of one.
-fn json_int(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-/// The level a power-levels content asks for a state event of `kind`.
-fn state_level(pl: Option<&Map<String, Value>>, kind: &str) -> i64 {
-    let Some(pl) = pl else {
-        // Without power levels every state event needs 0 (the creator has 100).
-        return 0;
-    };
-    pl.get("events")
-        .and_then(|e| e.get(kind))
-        .and_then(json_int)
-        .or_else(|| pl.get("state_default").and_then(json_int))
-        .unwrap_or(50)
-}
-
 /// `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -107,22 +86,10 @@ pub async fn upgrade(
     if !joined {
         return Err(MatrixError::forbidden("You are not joined to this room").into());
     }
-    let mut view = HashMap::new();
-    for kind in ["m.room.create", "m.room.power_levels"] {
-        if let Some(stored) = state
-            .storage
-            .current_state_event(room_nid, kind, "")
-            .await?
-        {
-            let pdu =
-                myelin_events::Pdu::from_json_str(&old_version, &stored.json, &stored.event_id)
-                    .map_err(MatrixError::internal)?;
-            view.insert((kind.to_owned(), String::new()), pdu);
-        }
-    }
+    let power = PowerView::load(&state, room_nid, &old_version).await?;
     let old_pl = state_content(&state, room_nid, "m.room.power_levels").await?;
-    let tombstone_level = state_level(old_pl.as_ref(), "m.room.tombstone");
-    let my_level = user_power_level(&old_version, &view, &me.user_id);
+    let tombstone_level = power.state_level("m.room.tombstone");
+    let my_level = power.user_level(&me.user_id);
     if my_level < PowerLevel::Int(tombstone_level) {
         return Err(MatrixError::forbidden("You cannot upgrade this room").into());
     }
@@ -313,10 +280,10 @@ pub async fn upgrade(
 
     // 6. The old room falls silent, if the user may change its power levels.
     if let Some(mut pl) = old_pl {
-        let users_default = pl.get("users_default").and_then(json_int).unwrap_or(0);
+        let users_default = pl.get("users_default").and_then(power_int).unwrap_or(0);
         let restricted = 50.max(users_default.saturating_add(1));
         let level = |pl: &Map<String, Value>, key: &str, default: i64| {
-            pl.get(key).and_then(json_int).unwrap_or(default)
+            pl.get(key).and_then(power_int).unwrap_or(default)
         };
         if level(&pl, "events_default", 0) < restricted || level(&pl, "invite", 0) < restricted {
             pl.insert("events_default".into(), json!(restricted));

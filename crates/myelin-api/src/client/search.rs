@@ -16,14 +16,14 @@ use axum::extract::State;
 use myelin_core::MatrixError;
 use myelin_core::filter::{RoomEventFilter, parse_room_event_filter};
 use myelin_events::RoomVersion;
-use myelin_rooms::read::{ClientEvents, Viewer, filter_visible};
+use myelin_rooms::read::{ClientEvents, filter_visible};
 use myelin_storage::search::{SEARCH_PAGE_MAX, SEARCH_ROOMS_MAX, search_words};
 use myelin_storage::{Direction, SearchKey, SearchOrder, SearchQuery, StoredEvent};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Auth, Identity};
-use crate::client::room_read::{position, topo_token};
+use crate::client::room_read::{formatter, position, topo_token};
 use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixQuery};
 use crate::state::AppState;
@@ -269,21 +269,6 @@ pub async fn search(
     Ok(Json(
         json!({ "search_categories": { "room_events": body } }),
     ))
-}
-
-fn formatter<'a>(
-    state: &'a AppState,
-    version: &'a RoomVersion,
-    me: &'a Identity,
-) -> ClientEvents<'a> {
-    ClientEvents {
-        storage: state.storage.as_ref(),
-        version,
-        viewer: Viewer {
-            user_id: &me.user_id,
-            device_id: Some(&me.device_id),
-        },
-    }
 }
 
 /// The events around a result the user may see, and (if asked) the

@@ -314,8 +314,21 @@ impl ClientEvents<'_> {
         Ok(bundles)
     }
 
-    /// One event without bundled aggregations.
-    async fn format_plain(&self, event: &StoredEvent) -> MatrixResult<Map<String, Value>> {
+    /// One event in the client format with only `unsigned.age` (and
+    /// `redacted_because`): redacted where redacted, but no previous state
+    /// and no transaction id. For the state sections of `/sync`, where
+    /// looking up each event's previous state would cost a query per event.
+    pub async fn format_light(&self, event: &StoredEvent) -> MatrixResult<Map<String, Value>> {
+        let (mut client, unsigned) = self.base(event).await?;
+        client.insert("unsigned".into(), Value::Object(unsigned));
+        Ok(client)
+    }
+
+    /// The client format and `unsigned` of an event, redacted where it was.
+    async fn base(
+        &self,
+        event: &StoredEvent,
+    ) -> MatrixResult<(Map<String, Value>, Map<String, Value>)> {
         let pdu = Pdu::from_json_str(self.version, &event.json, &event.event_id)
             .map_err(MatrixError::internal)?;
         let mut unsigned = Map::new();
@@ -323,7 +336,7 @@ impl ClientEvents<'_> {
             "age".into(),
             json!(now_ms().saturating_sub(pdu.origin_server_ts).max(0)),
         );
-        let mut client = match &event.redacted_by {
+        let client = match &event.redacted_by {
             Some(redaction_id) => {
                 let redacted = redact(self.version, &pdu).map_err(MatrixError::internal)?;
                 if let Some(redaction) = self
@@ -344,6 +357,12 @@ impl ClientEvents<'_> {
             }
             None => pdu.client_event(),
         };
+        Ok((client, unsigned))
+    }
+
+    /// One event without bundled aggregations.
+    async fn format_plain(&self, event: &StoredEvent) -> MatrixResult<Map<String, Value>> {
+        let (mut client, mut unsigned) = self.base(event).await?;
         if let (Some(txn), Some(device)) = (&event.txn, self.viewer.device_id)
             && txn.user_id == self.viewer.user_id
             && txn.device_id == device

@@ -679,7 +679,7 @@ impl RoomCtx<'_> {
             },
         };
         let timeline_events = format::timeline_events(&formatter, &timeline.events).await?;
-        let state_events = format::state_events(self.storage(), version, state).await?;
+        let state_events = format::state_events(&formatter, state).await?;
         let mut entry = Map::new();
         entry.insert(
             "timeline".into(),

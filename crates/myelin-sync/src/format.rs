@@ -6,12 +6,11 @@
 //! each one's previous state (`prev_content`) would cost one query per event;
 //! clients read `prev_content` from timeline events only.
 
-use myelin_core::time::now_ms;
 use myelin_core::{MatrixError, MatrixResult};
 use myelin_events::redaction::redact;
 use myelin_events::{Pdu, RoomVersion};
 use myelin_rooms::read::ClientEvents;
-use myelin_storage::{Storage, StoredEvent};
+use myelin_storage::StoredEvent;
 use serde_json::{Map, Value, json};
 
 /// The event in the `/sync` shape: the client format without `room_id`
@@ -35,42 +34,14 @@ pub(crate) async fn timeline_events(
 }
 
 /// State-section events: redacted where redacted, `unsigned.age`, no
-/// `prev_content`.
+/// `prev_content` ([`ClientEvents::format_light`]).
 pub(crate) async fn state_events(
-    storage: &dyn Storage,
-    version: &RoomVersion,
+    formatter: &ClientEvents<'_>,
     events: &[StoredEvent],
 ) -> MatrixResult<Vec<Value>> {
     let mut out = Vec::with_capacity(events.len());
     for event in events {
-        let pdu = Pdu::from_json_str(version, &event.json, &event.event_id)
-            .map_err(MatrixError::internal)?;
-        let mut unsigned = Map::new();
-        unsigned.insert(
-            "age".into(),
-            json!(now_ms().saturating_sub(pdu.origin_server_ts).max(0)),
-        );
-        let mut client = match &event.redacted_by {
-            Some(redaction_id) => {
-                let redacted = redact(version, &pdu).map_err(MatrixError::internal)?;
-                if let Some(redaction) = storage
-                    .event(redaction_id)
-                    .await
-                    .map_err(MatrixError::internal)?
-                {
-                    let because = Pdu::from_json_str(version, &redaction.json, &redaction.event_id)
-                        .map_err(MatrixError::internal)?;
-                    unsigned.insert(
-                        "redacted_because".into(),
-                        Value::Object(because.client_event()),
-                    );
-                }
-                redacted.client_event()
-            }
-            None => pdu.client_event(),
-        };
-        client.insert("unsigned".into(), Value::Object(unsigned));
-        out.push(without_room_id(client));
+        out.push(without_room_id(formatter.format_light(event).await?));
     }
     Ok(out)
 }

@@ -1,11 +1,13 @@
 //! Event creation (canonical JSON, content hash, ed25519 signature,
-//! reference-hash event id) and authorization checks — the work the room
-//! writer does for every event before it touches storage.
+//! reference-hash event id), authorization checks and push rule evaluation
+//! for every member — the work the room writer does for every event before
+//! it touches storage.
 //!
 //! cargo bench -p myelin-benches --bench events
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use myelin_core::signing_key::SigningKey;
+use myelin_events::push::{PushContext, evaluate, merged_ruleset};
 use myelin_events::{Pdu, PduTemplate, RoomVersion, auth_types_for_event, build_pdu, check_auth};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -205,6 +207,37 @@ fn bench_events(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("check_auth_join", format!("v{id}")), |b| {
             b.iter(|| check_auth(&version, black_box(&join), &before).unwrap())
         });
+        // What the writer does per message: every member's rules, in turn.
+        let rulesets: Vec<(String, _)> = (0..MEMBERS)
+            .map(|i| {
+                let user = format!("@user{i}:bench.example");
+                let rules = merged_ruleset(&user, None);
+                (user, rules)
+            })
+            .collect();
+        let event = json!({ "type": pdu.kind, "sender": pdu.sender, "room_id": pdu.room_id,
+                            "content": pdu.content });
+        group.bench_function(
+            BenchmarkId::new("push_rules_message_1000_members", format!("v{id}")),
+            |b| {
+                b.iter(|| {
+                    let mut notified = 0;
+                    for (user, rules) in &rulesets {
+                        let ctx = PushContext {
+                            user_id: user,
+                            display_name: Some(user),
+                            member_count: MEMBERS as u64,
+                            sender_power_level: 0,
+                            power_levels: None,
+                        };
+                        if evaluate(rules, black_box(&event), &ctx).is_some_and(|e| e.notify) {
+                            notified += 1;
+                        }
+                    }
+                    notified
+                })
+            },
+        );
         group.bench_function(
             BenchmarkId::new("parse_stored_pdu", format!("v{id}")),
             |b| {

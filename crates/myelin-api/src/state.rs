@@ -24,6 +24,8 @@ pub struct Inner {
     pub typing: myelin_rooms::Typing,
     /// Who is online, in memory like typing.
     pub presence: myelin_rooms::Presence,
+    /// Delivery of notifications to push gateways, one task per pusher.
+    pub pushers: myelin_push::Pushers,
     pub limits: Limits,
     /// When each device was last recorded as seen by this process, so
     /// `last_seen_ts` is written at most once per [`crate::auth::SEEN_WRITE_INTERVAL_MS`].
@@ -37,6 +39,8 @@ pub struct Limits {
     /// Registration attempts per requested username, whatever the address
     /// (same bucket settings as `registration`).
     pub registration_per_username: RateLimiter,
+    /// Reports of events and rooms per user (both endpoints share it).
+    pub reports: RateLimiter,
 }
 
 impl std::ops::Deref for AppState {
@@ -47,17 +51,39 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// State with a push service of its own, none of whose pushers runs
+    /// until `pushers.start_all()`.
+    ///
+    /// Panics if the push gateway HTTP client cannot be built; the server
+    /// uses [`AppState::with_pushers`] to report that as an error instead.
     pub fn new(
         config: Config,
         storage: DynStorage,
         signing_key: SigningKey,
         rooms: Arc<LocalRoomWriter>,
     ) -> Self {
+        let pushers = myelin_push::Pushers::new(
+            storage.clone(),
+            config.push.clone(),
+            rooms.events().subscribe(),
+        )
+        .expect("the push gateway HTTP client builds");
+        Self::with_pushers(config, storage, signing_key, rooms, pushers)
+    }
+
+    pub fn with_pushers(
+        config: Config,
+        storage: DynStorage,
+        signing_key: SigningKey,
+        rooms: Arc<LocalRoomWriter>,
+        pushers: myelin_push::Pushers,
+    ) -> Self {
         let limits = Limits {
             login: RateLimiter::new(config.rate_limits.login),
             login_per_account: RateLimiter::new(config.rate_limits.login_per_account),
             registration: RateLimiter::new(config.rate_limits.registration),
             registration_per_username: RateLimiter::new(config.rate_limits.registration),
+            reports: RateLimiter::new(config.rate_limits.reports),
         };
         let typing = myelin_rooms::Typing::new(rooms.notifier().clone());
         let presence = myelin_rooms::Presence::new(rooms.notifier().clone());
@@ -68,6 +94,7 @@ impl AppState {
             rooms,
             typing,
             presence,
+            pushers,
             limits,
             seen: Mutex::new(HashMap::new()),
         }))

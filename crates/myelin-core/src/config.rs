@@ -51,6 +51,7 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +104,8 @@ pub struct RateLimitsConfig {
     pub login_per_account: RateLimit,
     /// Registration requests (and username/token checks) per client address.
     pub registration: RateLimit,
+    /// Reports of events and rooms per user.
+    pub reports: RateLimit,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -147,6 +150,24 @@ pub struct MetricsConfig {
     pub enabled: bool,
 }
 
+/// Delivery of notifications to push gateways (`myelin-push`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// First delay before retrying a failed delivery; it doubles per failure.
+    pub retry_initial_ms: u64,
+    /// Longest delay between two attempts.
+    pub retry_max_ms: u64,
+    /// After failing this long, a pusher skips the notification it is stuck
+    /// on and moves on to the next.
+    pub give_up_after_ms: u64,
+    /// Timeout of one request to a push gateway (connecting included).
+    pub request_timeout_secs: u64,
+    /// Let gateway URLs reach private, loopback, link-local and unspecified
+    /// addresses (a gateway on the local network, or tests).
+    pub allow_private_addresses: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -166,6 +187,7 @@ impl Default for Config {
             well_known: WellKnownConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -215,6 +237,10 @@ impl Default for RateLimitsConfig {
                 per_second: 0.17,
                 burst: 3,
             },
+            reports: RateLimit {
+                per_second: 0.05,
+                burst: 10,
+            },
         }
     }
 }
@@ -231,6 +257,18 @@ impl Default for LogConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            retry_initial_ms: 1000,
+            retry_max_ms: 10 * 60 * 1000,
+            give_up_after_ms: 24 * 60 * 60 * 1000,
+            request_timeout_secs: 10,
+            allow_private_addresses: false,
+        }
     }
 }
 
@@ -353,6 +391,7 @@ impl Config {
                 self.rate_limits.login_per_account,
             ),
             ("rate_limits.registration", self.rate_limits.registration),
+            ("rate_limits.reports", self.rate_limits.reports),
         ] {
             if !limit.per_second.is_finite() || limit.per_second < 0.0 {
                 return Err(key_error(
@@ -363,6 +402,18 @@ impl Config {
             if limit.per_second > 0.0 && limit.burst == 0 {
                 return Err(key_error(format!("{key}.burst"), "must be at least 1"));
             }
+        }
+        if self.push.retry_initial_ms == 0 {
+            return Err(key_error("push.retry_initial_ms", "must be positive"));
+        }
+        if self.push.retry_max_ms < self.push.retry_initial_ms {
+            return Err(key_error(
+                "push.retry_max_ms",
+                "must be at least push.retry_initial_ms",
+            ));
+        }
+        if self.push.request_timeout_secs == 0 {
+            return Err(key_error("push.request_timeout_secs", "must be positive"));
         }
         Ok(())
     }
@@ -621,6 +672,11 @@ burst = {acct_burst}
 per_second = {reg_rate:?}
 burst = {reg_burst}
 
+# Reports of events and rooms, per user.
+[rate_limits.reports]
+per_second = {report_rate:?}
+burst = {report_burst}
+
 [well_known]
 # m.homeserver.base_url of /.well-known/matrix/client. Default: public_baseurl.
 # client = "https://matrix.example.org/"
@@ -636,6 +692,19 @@ format = "text"
 [metrics]
 # Serve Prometheus metrics on /metrics.
 enabled = {metrics}
+
+[push]
+# Retries of a failed delivery to a push gateway: the first after
+# retry_initial_ms, each later one twice as late, at most retry_max_ms apart.
+retry_initial_ms = {push_retry_initial}
+retry_max_ms = {push_retry_max}
+# After failing for this long, skip the notification and go on to the next.
+give_up_after_ms = {push_give_up}
+# Timeout of one request to a push gateway.
+request_timeout_secs = {push_timeout}
+# Let gateway URLs reach private, loopback and link-local addresses. Off, a
+# pusher cannot be used to probe the server's own network.
+allow_private_addresses = {push_private}
 "#,
         server_name = toml_string(server_name),
         listen = toml_string(&d.listen),
@@ -657,8 +726,15 @@ enabled = {metrics}
         acct_burst = d.rate_limits.login_per_account.burst,
         reg_rate = d.rate_limits.registration.per_second,
         reg_burst = d.rate_limits.registration.burst,
+        report_rate = d.rate_limits.reports.per_second,
+        report_burst = d.rate_limits.reports.burst,
         log_level = d.log.level,
         metrics = d.metrics.enabled,
+        push_retry_initial = d.push.retry_initial_ms,
+        push_retry_max = d.push.retry_max_ms,
+        push_give_up = d.push.give_up_after_ms,
+        push_timeout = d.push.request_timeout_secs,
+        push_private = d.push.allow_private_addresses,
     )
 }
 
@@ -740,9 +816,14 @@ mod tests {
                 ("MYELIN_RATE_LIMITS__LOGIN__BURST", "7"),
                 ("MYELIN_METRICS__ENABLED", "false"),
                 ("MYELIN_PUBLIC_BASEURL", "https://m.example.org"),
+                ("MYELIN_PUSH__ALLOW_PRIVATE_ADDRESSES", "true"),
+                ("MYELIN_PUSH__RETRY_INITIAL_MS", "50"),
             ]),
         )
         .unwrap();
+        assert!(config.push.allow_private_addresses);
+        assert_eq!(config.push.retry_initial_ms, 50);
+        assert_eq!(config.push.retry_max_ms, PushConfig::default().retry_max_ms);
         assert_eq!(
             config.rate_limits.login,
             RateLimit {
@@ -770,6 +851,7 @@ mod tests {
                 &[("MYELIN_RATE_LIMITS__LOGIN__PER_SECOND", "-1")],
                 "rate_limits.login.per_second",
             ),
+            (&[("MYELIN_PUSH__RETRY_MAX_MS", "10")], "push.retry_max_ms"),
         ];
         for (vars, key) in cases {
             match Config::load(None, env(vars)) {

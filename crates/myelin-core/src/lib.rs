@@ -1,6 +1,6 @@
 //! Shared foundations of Myelin: configuration, Matrix error kinds, identifier
-//! rules, secrets (tokens and password hashes), the signing-key file format and
-//! the filter definition.
+//! rules, secrets (tokens and password hashes), the signing-key file format,
+//! the filter definition and the classification of IP addresses.
 //!
 //! Architecture Invariant: this crate does no network or database I/O; the only
 //! file I/O is reading and writing the config and signing-key files.
@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod ids;
+pub mod net;
 pub mod secrets;
 pub mod signing_key;
 pub mod time;

@@ -386,6 +386,8 @@ pub struct Evaluation {
     pub sound: Option<String>,
     /// Every tweak the rule sets, as given.
     pub tweaks: Map<String, Value>,
+    /// The rule's actions, as given.
+    pub actions: Vec<Value>,
 }
 
 impl Evaluation {
@@ -393,6 +395,7 @@ impl Evaluation {
         let mut eval = Evaluation {
             rule_id: rule_id.to_owned(),
             kind: Some(kind),
+            actions: actions.to_vec(),
             ..Evaluation::default()
         };
         for action in actions {

@@ -14,6 +14,7 @@
 pub mod create;
 mod notifier;
 pub mod presence;
+pub mod push;
 pub mod read;
 mod stream;
 mod typing;
@@ -22,6 +23,7 @@ mod writer;
 pub use create::{CreateRoomRequest, Preset};
 pub use notifier::Notifier;
 pub use presence::{Presence, PresenceState, UserPresence};
+pub use push::PushRules;
 pub use stream::{StreamTracker, Visible};
 pub use typing::{TYPING_TIMEOUT_MAX, Typing};
 pub use writer::{LocalRoomWriter, RoomWriter, SendEvent, SentEvent};

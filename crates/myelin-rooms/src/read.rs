@@ -35,6 +35,39 @@ pub async fn current_membership(
         .and_then(|e| e.membership))
 }
 
+/// The greatest stream position of an event of the room `user_id` may see,
+/// as far as their membership bounds it: `i64::MAX` when they are joined
+/// now or the room's history is `world_readable` now (the room endpoints'
+/// rule for reading up to now); otherwise the position of their latest
+/// membership event (a user who left or was banned sees nothing after their
+/// departure, one invited or knocking nothing after that either), and
+/// `i64::MIN` for a user who never had a membership.
+/// Bounds what bundled aggregations count; [`filter_visible`] still
+/// decides which events are served.
+pub async fn visible_upto(
+    storage: &dyn Storage,
+    room_nid: i64,
+    user_id: &str,
+) -> MatrixResult<i64> {
+    let own = storage
+        .current_state_event(room_nid, "m.room.member", user_id)
+        .await
+        .map_err(MatrixError::internal)?;
+    if own.as_ref().and_then(|e| e.membership.as_deref()) == Some("join") {
+        return Ok(i64::MAX);
+    }
+    let world_readable = storage
+        .current_state_event(room_nid, "m.room.history_visibility", "")
+        .await
+        .map_err(MatrixError::internal)?
+        .and_then(|e| history_visibility(&e.json))
+        .is_some_and(|v| v == "world_readable");
+    if world_readable {
+        return Ok(i64::MAX);
+    }
+    Ok(own.map_or(i64::MIN, |e| e.stream_pos))
+}
+
 /// The events of `events` (all of one room) that `user_id` may see.
 pub async fn filter_visible(
     storage: &dyn Storage,
@@ -213,6 +246,11 @@ impl ClientEvents<'_> {
     /// `m.replace` (the latest valid edit, whole), `m.thread` (`count`,
     /// `latest_event`, `current_user_participated`) and `m.reference`
     /// (`chunk` of event ids). Redacted and state events get none.
+    ///
+    /// Only relating events the viewer may see count: none after the
+    /// viewer's departure from the room ([`visible_upto`]), and none sent by
+    /// a user the viewer ignores. A viewer who left sees the thread count,
+    /// the latest reply and the edit as they were when they left.
     /// Spec: <https://spec.matrix.org/v1.19/client-server-api/#aggregations-of-child-events>
     pub async fn bundled_aggregations(
         &self,
@@ -225,11 +263,22 @@ impl ClientEvents<'_> {
             }
         }
         let mut bundles: HashMap<String, Map<String, Value>> = HashMap::new();
+        if by_room.is_empty() {
+            return Ok(bundles);
+        }
+        // The viewer's own events are never hidden from them.
+        let mut ignored: Vec<String> = ignored_users(self.storage, self.viewer.user_id)
+            .await?
+            .into_iter()
+            .filter(|u| u != self.viewer.user_id)
+            .collect();
+        ignored.sort_unstable();
         for (room_nid, parents) in by_room {
             let ids: Vec<String> = parents.iter().map(|e| e.event_id.clone()).collect();
+            let upto = visible_upto(self.storage, room_nid, self.viewer.user_id).await?;
             let aggregations = self
                 .storage
-                .relation_aggregations(room_nid, &ids, self.viewer.user_id, i64::MAX)
+                .relation_aggregations(room_nid, &ids, self.viewer.user_id, upto, &ignored)
                 .await
                 .map_err(MatrixError::internal)?;
             let parents: HashMap<&str, &StoredEvent> = parents

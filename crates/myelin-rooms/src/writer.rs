@@ -11,12 +11,13 @@ use myelin_events::{
 use myelin_storage::rooms::PERSIST_BATCH_MAX;
 use myelin_storage::{DynStorage, EventStatus, NewEvent, RoomRecord, StorageError, Stream, TxnKey};
 use serde_json::{Map, Value};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Mutex as AsyncMutex, oneshot};
 
 use crate::create::{self, CreateRoomRequest};
 use crate::notifier::Notifier;
+use crate::push::PushRules;
 use crate::stream::StreamTracker;
 
 /// `prev_events` of a new event at most (the newest extremities win).
@@ -91,6 +92,8 @@ struct Built {
     txn: Option<TxnKey>,
     /// Who to wake once it is readable.
     wake: Vec<String>,
+    /// The recipients' push rule outcomes.
+    push_actions: Vec<myelin_storage::PushAction>,
 }
 
 /// The single node's room writer.
@@ -107,6 +110,7 @@ pub struct LocalRoomWriter {
     receipts: Arc<StreamTracker>,
     account_data: Arc<StreamTracker>,
     notifier: Arc<Notifier>,
+    push: PushRules,
     rooms: Mutex<HashMap<String, Arc<RoomSlot>>>,
 }
 
@@ -128,6 +132,7 @@ impl LocalRoomWriter {
             receipts,
             account_data,
             notifier: Arc::new(Notifier::new()),
+            push: PushRules::default(),
             rooms: Mutex::new(HashMap::new()),
         })
     }
@@ -150,6 +155,12 @@ impl LocalRoomWriter {
 
     pub fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
+    }
+
+    /// The cache of users' push rules: whoever changes a user's push rules
+    /// or ignore list invalidates it here.
+    pub fn push_rules(&self) -> &PushRules {
+        &self.push
     }
 
     fn slot(&self, room_id: &str) -> Arc<RoomSlot> {
@@ -253,7 +264,32 @@ impl LocalRoomWriter {
         let pdu = build_pdu(&head.version, template, &self.server_name, &self.key)
             .map_err(event_error)?;
         check_auth(&head.version, &pdu, &head.state).map_err(|e| MatrixError::forbidden(e.0))?;
-        Ok(advance(head, pdu, event.txn))
+        let joined: Vec<&str> = head
+            .interested
+            .iter()
+            .filter(|(_, membership)| membership.as_str() == "join")
+            .map(|(user, _)| user.as_str())
+            .collect();
+        let push_actions = self.push.actions(&head.version, &head.state, &joined, &pdu);
+        Ok(advance(head, pdu, event.txn, push_actions))
+    }
+
+    /// Whether the sender already reacted to the target with the key: in
+    /// the database, or earlier in this batch. The room's one writer checks
+    /// it, so two racing reactions cannot both pass.
+    async fn annotation_taken(
+        &self,
+        room_nid: i64,
+        (target, sender, key): &(String, String, String),
+        batch: &HashSet<(String, String, String)>,
+    ) -> MatrixResult<bool> {
+        if batch.contains(&(target.clone(), sender.clone(), key.clone())) {
+            return Ok(true);
+        }
+        self.storage
+            .annotation_exists(room_nid, target, sender, key)
+            .await
+            .map_err(MatrixError::internal)
     }
 
     async fn existing_txn(&self, room_nid: i64, txn: &TxnKey) -> MatrixResult<Option<SentEvent>> {
@@ -304,6 +340,7 @@ impl LocalRoomWriter {
                     txn: b.txn.clone(),
                     stream_pos: *pos,
                     slot_epoch: 0,
+                    push_actions: b.push_actions.clone(),
                     status: EventStatus::Normal,
                 })
                 .collect();
@@ -349,11 +386,30 @@ impl LocalRoomWriter {
         }
         let Some(room) = head.as_mut() else { return };
         let room_nid = room.record.room_nid;
+        // The rules of everyone the batch may notify, loaded before building.
+        let recipients = room
+            .interested
+            .iter()
+            .filter(|(_, m)| m.as_str() == "join")
+            .map(|(user, _)| user.as_str())
+            .chain(batch.iter().filter_map(|p| {
+                (p.event.kind == "m.room.member")
+                    .then_some(p.event.state_key.as_deref())
+                    .flatten()
+            }));
+        if let Err(e) = self.push.preload(self.storage.as_ref(), recipients).await {
+            for p in batch {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            return;
+        }
         let mut built = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         // The same transaction twice in one batch is one event.
         let mut txn_index: HashMap<TxnKey, usize> = HashMap::new();
         let mut repeats: Vec<(usize, oneshot::Sender<MatrixResult<SentEvent>>)> = Vec::new();
+        // Reactions of this batch: `(target, sender, key)`.
+        let mut annotations: HashSet<(String, String, String)> = HashSet::new();
         for Pending { event, reply } in batch {
             if let Some(txn) = &event.txn {
                 if let Some(&i) = txn_index.get(txn) {
@@ -372,12 +428,33 @@ impl LocalRoomWriter {
                     }
                 }
             }
+            let annotation = annotation_of(&event);
+            if let Some(reaction) = &annotation {
+                let taken = match self
+                    .annotation_taken(room_nid, reaction, &annotations)
+                    .await
+                {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                };
+                if taken {
+                    let _ = reply.send(Err(MatrixError::new(
+                        ErrorKind::DuplicateAnnotation,
+                        "You already reacted to this event with this key",
+                    )));
+                    continue;
+                }
+            }
             let txn = event.txn.clone();
             match self.build(room, event) {
                 Ok(b) => {
                     if let Some(txn) = txn {
                         txn_index.insert(txn, built.len());
                     }
+                    annotations.extend(annotation);
                     built.push(b);
                     replies.push(reply);
                 }
@@ -412,8 +489,28 @@ impl LocalRoomWriter {
     }
 }
 
+/// `(target, sender, key)` of a reaction (`m.annotation`), which a user may
+/// send once per target and key.
+/// Spec: <https://spec.matrix.org/v1.19/client-server-api/#event-annotations-and-reactions>
+fn annotation_of(event: &SendEvent) -> Option<(String, String, String)> {
+    let relates_to = event.content.get("m.relates_to")?;
+    if relates_to.get("rel_type")?.as_str()? != "m.annotation" {
+        return None;
+    }
+    Some((
+        relates_to.get("event_id")?.as_str()?.to_owned(),
+        event.sender.clone(),
+        relates_to.get("key")?.as_str()?.to_owned(),
+    ))
+}
+
 /// Moves `head` past an authorized event.
-fn advance(head: &mut RoomHead, pdu: Pdu, txn: Option<TxnKey>) -> Built {
+fn advance(
+    head: &mut RoomHead,
+    pdu: Pdu,
+    txn: Option<TxnKey>,
+    push_actions: Vec<myelin_storage::PushAction>,
+) -> Built {
     let membership = (pdu.kind == "m.room.member")
         .then(|| {
             pdu.content
@@ -441,6 +538,7 @@ fn advance(head: &mut RoomHead, pdu: Pdu, txn: Option<TxnKey>) -> Built {
         membership,
         txn,
         wake,
+        push_actions,
     }
 }
 
@@ -537,7 +635,7 @@ impl RoomWriter for LocalRoomWriter {
             interested: HashMap::new(),
         };
         // Every initial event is built first, then all are committed together.
-        let mut built = vec![advance(&mut head, create, None)];
+        let mut built = vec![advance(&mut head, create, None, Vec::new())];
         for event in plan.events {
             let send = SendEvent {
                 sender: creator.to_owned(),

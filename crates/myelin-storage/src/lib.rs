@@ -15,6 +15,7 @@
 pub mod directory;
 mod migrate;
 pub mod postgres;
+pub mod push;
 pub mod relations;
 pub mod rooms;
 pub mod search;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 pub use directory::{DirectoryStore, NewReport, Report};
 pub use migrate::{Migration, MigrationReport};
+pub use push::{Notification, PushAction, PushStore, Pusher, UnreadAction};
 pub use relations::{
     RelationAggregations, RelationRef, RelationStore, RelationsQuery, ThreadRoot, ThreadSummary,
 };
@@ -327,6 +329,7 @@ pub trait Storage:
     + RelationStore
     + DirectoryStore
     + SearchStore
+    + PushStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

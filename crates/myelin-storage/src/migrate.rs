@@ -53,6 +53,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "search",
         sql: include_str!("../../../sql/sqlite/0005_search.sql"),
     },
+    Migration {
+        version: 6,
+        name: "push",
+        sql: include_str!("../../../sql/sqlite/0006_push.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -81,6 +86,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "search",
         sql: include_str!("../../../sql/postgres/0005_search.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "push",
+        sql: include_str!("../../../sql/postgres/0006_push.sql"),
     },
 ];
 

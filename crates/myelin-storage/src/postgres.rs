@@ -18,6 +18,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 mod directory;
+mod push;
 mod relations;
 mod rooms;
 mod search;

@@ -118,7 +118,11 @@ pub trait RelationStore: Send + Sync {
     async fn relations_page(&self, query: &RelationsQuery) -> StorageResult<Vec<StoredEvent>>;
 
     /// The aggregations of the parents `event_ids` of one room, counting
-    /// children with `stream_pos <= upto`; `user_id` is the one
+    /// children with `stream_pos <= upto` (the caller's visibility bound:
+    /// `i64::MAX` for a joined viewer, the position of their departure for
+    /// one who left) not sent by any of `excluded_senders` (a viewer's
+    /// ignored users: neither counted nor picked as a thread's latest reply,
+    /// an edit or a reference); `user_id` is the one
     /// [`ThreadSummary::participated`] is about.
     async fn relation_aggregations(
         &self,
@@ -126,6 +130,7 @@ pub trait RelationStore: Send + Sync {
         event_ids: &[String],
         user_id: &str,
         upto: i64,
+        excluded_senders: &[String],
     ) -> StorageResult<RelationAggregations>;
 
     /// Whether `sender` has an (unredacted) `m.annotation` with `key` on the event.

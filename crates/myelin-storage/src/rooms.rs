@@ -130,6 +130,9 @@ pub struct NewEvent {
     /// The slot epoch (fencing token) it is written under; 0 on a single node.
     pub slot_epoch: i64,
     pub status: EventStatus,
+    /// The members' push rule outcomes that notify or highlight (see
+    /// [`crate::push`]), stored in the event's transaction.
+    pub push_actions: Vec<crate::PushAction>,
 }
 
 /// What persisting produced.

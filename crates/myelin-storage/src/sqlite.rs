@@ -27,6 +27,7 @@ use rusqlite::{
 use tokio::sync::{Mutex, Semaphore};
 
 mod directory;
+mod push;
 mod relations;
 mod rooms;
 mod search;

@@ -16,7 +16,7 @@ use myelin_storage::{
     Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember, StorageError, StoredEvent,
     Stream, TopoPos, TxnKey, UiaSession, UserMembership,
 };
-use myelin_storage::{SearchKey, SearchOrder, SearchPage, SearchQuery};
+use myelin_storage::{PushAction, Pusher, SearchKey, SearchOrder, SearchPage, SearchQuery};
 use serde_json::json;
 
 /// Stamps out one `#[tokio::test]` per backend for each test function:
@@ -103,6 +103,8 @@ contract! {
         relation_aggregations_and_thread_roots,
         search_finds_words_in_rooms_up_to_a_position,
         search_orders_pages_and_filters,
+        push_actions_count_list_and_are_forgotten,
+        pushers_put_list_progress_and_delete,
     ],
     db: [
         migrations_apply_once,
@@ -1648,6 +1650,7 @@ impl TestRoom {
             txn: None,
             stream_pos: 0,
             slot_epoch: 0,
+            push_actions: Vec::new(),
             status: EventStatus::Normal,
         }
     }
@@ -3584,7 +3587,7 @@ async fn relation_aggregations_and_thread_roots(store: DynStorage) {
 
     let parents = vec!["$a".to_owned(), "$b".to_owned(), "$none".to_owned()];
     let agg = store
-        .relation_aggregations(room.nid, &parents, "@bob:test", i64::MAX)
+        .relation_aggregations(room.nid, &parents, "@bob:test", i64::MAX, &[])
         .await
         .expect("relation_aggregations");
     let mut edits: Vec<(String, String, String)> = agg
@@ -3627,6 +3630,43 @@ async fn relation_aggregations_and_thread_roots(store: DynStorage) {
     );
     assert_eq!(agg.references.len(), 1);
     assert_eq!(agg.references[0].event_id, "$ref");
+
+    // Children of excluded senders (a viewer's ignored users) never count.
+    let without_carol = store
+        .relation_aggregations(
+            room.nid,
+            &parents,
+            "@bob:test",
+            i64::MAX,
+            &["@carol:test".into()],
+        )
+        .await
+        .expect("relation_aggregations");
+    assert_eq!(without_carol.threads.len(), 1, "{without_carol:?}");
+    assert_eq!(
+        (
+            without_carol.threads[0].count,
+            without_carol.threads[0].latest_event_id.as_str()
+        ),
+        (1, "$ta1")
+    );
+    let without_bob = store
+        .relation_aggregations(
+            room.nid,
+            &parents,
+            "@alice:test",
+            i64::MAX,
+            &["@bob:test".into()],
+        )
+        .await
+        .expect("relation_aggregations");
+    let edit_ids: Vec<&str> = without_bob
+        .replacements
+        .iter()
+        .map(|r| r.event_id.as_str())
+        .collect();
+    assert_eq!(edit_ids, ["$e2"]);
+    assert!(without_bob.references.is_empty(), "{without_bob:?}");
 
     // Threads by latest reply; participation; paging.
     let roots = store
@@ -3806,4 +3846,219 @@ async fn search_orders_pages_and_filters(store: DynStorage) {
     q.senders = None;
     q.not_senders = vec!["@a:test".to_owned()];
     assert_eq!(hit_ids(&run(q).await), ["$two"]);
+}
+
+// ---------------------------------------------------------------- push
+
+fn push_action(user_id: &str, thread: Option<&str>, notify: bool, highlight: bool) -> PushAction {
+    PushAction {
+        user_id: user_id.to_owned(),
+        thread_id: thread.map(str::to_owned),
+        notify,
+        highlight,
+        actions: json!(["notify", { "set_tweak": "highlight", "value": highlight }]),
+    }
+}
+
+async fn push_actions_count_list_and_are_forgotten(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!push:test").await;
+    let bob = "@bob:test";
+    room.member("$join", bob, "join").await;
+    let mut first = room.event("$m1", "m.room.message", None);
+    first.push_actions = vec![push_action(bob, None, true, false)];
+    let m1 = room.send(first).await;
+    let mut second = room.event("$m2", "m.room.message", None);
+    second.push_actions = vec![
+        push_action(bob, Some("$m1"), true, true),
+        push_action("@carol:test", None, true, false),
+    ];
+    let m2 = room.send(second).await;
+    let mut quiet = room.event("$m3", "m.room.message", None);
+    quiet.push_actions = vec![push_action(bob, None, false, true)];
+    let m3 = room.send(quiet).await;
+
+    // Unread: notifying rows only, in order, within the bounds.
+    let unread = store
+        .unread_actions(bob, room.nid, i64::MIN, i64::MAX, 100)
+        .await
+        .expect("unread_actions");
+    let got: Vec<(i64, Option<&str>, bool)> = unread
+        .iter()
+        .map(|u| (u.stream_pos, u.thread_id.as_deref(), u.highlight))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (m1.stream_pos, None, false),
+            (m2.stream_pos, Some("$m1"), true)
+        ]
+    );
+    let after_first = store
+        .unread_actions(bob, room.nid, m1.stream_pos, m2.stream_pos, 100)
+        .await
+        .expect("unread_actions");
+    assert_eq!(after_first.len(), 1);
+
+    // /notifications: newest first, paged by position, highlights only.
+    let all = store
+        .notifications(bob, None, i64::MAX, 10, false)
+        .await
+        .expect("notifications");
+    let ids: Vec<&str> = all.iter().map(|n| n.event_id.as_str()).collect();
+    assert_eq!(ids, vec!["$m3", "$m2", "$m1"]);
+    assert_eq!(all[0].room_id, "!push:test");
+    assert_eq!(all[1].actions[1]["value"], json!(true));
+    let page = store
+        .notifications(bob, Some(m3.stream_pos), i64::MAX, 1, false)
+        .await
+        .expect("notifications");
+    assert_eq!(page[0].event_id, "$m2");
+    let highlights = store
+        .notifications(bob, None, i64::MAX, 10, true)
+        .await
+        .expect("notifications");
+    assert_eq!(highlights.len(), 2);
+    let bounded = store
+        .notifications(bob, None, m1.stream_pos, 10, false)
+        .await
+        .expect("notifications");
+    assert_eq!(bounded.len(), 1);
+    // What a pusher sends: notifying only, oldest first.
+    let pending = store
+        .notifications_after(bob, m1.stream_pos, i64::MAX, 10)
+        .await
+        .expect("notifications_after");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event_id, "$m2");
+
+    // The badge: everything notifying after the read receipt.
+    assert_eq!(
+        store.unread_notification_total(bob).await.expect("total"),
+        2
+    );
+    let stream_pos = store
+        .next_stream_pos(Stream::Receipts)
+        .await
+        .expect("receipt position");
+    let receipt = Receipt {
+        room_nid: room.nid,
+        room_id: String::new(),
+        user_id: bob.to_owned(),
+        receipt_type: "m.read".to_owned(),
+        thread_id: None,
+        event_id: "$m1".to_owned(),
+        ts: NOW,
+        stream_pos,
+    };
+    store.put_receipt(&receipt).await.expect("put_receipt");
+    assert_eq!(
+        store.unread_notification_total(bob).await.expect("total"),
+        1
+    );
+
+    // A redaction forgets its target's rows; leaving forgets the leaver's.
+    let mut redaction = room.event("$r", "m.room.redaction", None);
+    redaction.redacts = Some("$m2".to_owned());
+    room.send(redaction).await;
+    assert_eq!(
+        store.unread_notification_total(bob).await.expect("total"),
+        0
+    );
+    let carol = store
+        .notifications("@carol:test", None, i64::MAX, 10, false)
+        .await
+        .expect("notifications");
+    assert!(carol.is_empty(), "the redacted event's rows are gone");
+    room.member("$leave", bob, "leave").await;
+    let left = store
+        .notifications(bob, None, i64::MAX, 10, false)
+        .await
+        .expect("notifications");
+    assert!(left.is_empty(), "leaving forgets the room's notifications");
+}
+
+fn pusher(user_id: &str, app_id: &str, pushkey: &str, device: Option<&str>) -> Pusher {
+    Pusher {
+        user_id: user_id.to_owned(),
+        device_id: device.map(str::to_owned),
+        app_id: app_id.to_owned(),
+        pushkey: pushkey.to_owned(),
+        kind: "http".to_owned(),
+        app_display_name: "App".to_owned(),
+        device_display_name: "Phone".to_owned(),
+        profile_tag: None,
+        lang: "en".to_owned(),
+        data: json!({ "url": "https://push.example/_matrix/push/v1/notify" }),
+        created_ms: NOW,
+        last_stream_pos: 7,
+        failing_since_ms: None,
+    }
+}
+
+async fn pushers_put_list_progress_and_delete(store: DynStorage) {
+    let alice = "@alice:test";
+    let bob = "@bob:test";
+    store
+        .put_pusher(&pusher(alice, "app", "key1", Some("DEV")))
+        .await
+        .expect("put_pusher");
+    store
+        .put_pusher(&pusher(alice, "app", "key2", None))
+        .await
+        .expect("put_pusher");
+    store
+        .put_pusher(&pusher(bob, "app", "key1", None))
+        .await
+        .expect("put_pusher");
+    assert_eq!(store.pushers(alice).await.expect("pushers").len(), 2);
+    assert_eq!(store.all_pushers().await.expect("all").len(), 3);
+
+    // Progress is kept across a replacement of the pusher's fields.
+    assert!(
+        store
+            .set_pusher_progress(alice, "app", "key1", 42, Some(NOW))
+            .await
+            .expect("progress")
+    );
+    let mut changed = pusher(alice, "app", "key1", Some("DEV"));
+    changed.lang = "de".to_owned();
+    store.put_pusher(&changed).await.expect("put_pusher");
+    let stored = store.pushers(alice).await.expect("pushers");
+    assert_eq!(stored[0].lang, "de");
+    assert_eq!(stored[0].last_stream_pos, 42);
+    assert_eq!(stored[0].failing_since_ms, Some(NOW));
+    assert!(
+        !store
+            .set_pusher_progress(alice, "app", "nope", 1, None)
+            .await
+            .expect("progress")
+    );
+
+    // `append: false` takes the key from other users.
+    let taken = store
+        .delete_pushers_of_key("app", "key1", alice)
+        .await
+        .expect("delete_pushers_of_key");
+    assert_eq!(taken, vec![bob.to_owned()]);
+    assert!(store.pushers(bob).await.expect("pushers").is_empty());
+
+    // A device's pushers go with it.
+    let gone = store
+        .delete_device_pushers(alice, "DEV")
+        .await
+        .expect("delete_device_pushers");
+    assert_eq!(gone, vec![("app".to_owned(), "key1".to_owned())]);
+    assert!(
+        store
+            .delete_pusher(alice, "app", "key2")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_pusher(alice, "app", "key2")
+            .await
+            .expect("delete")
+    );
+    assert!(store.all_pushers().await.expect("all").is_empty());
 }

@@ -240,7 +240,7 @@ pub(crate) async fn compute(
                     by_room.entry(event.room_nid).or_default().push(event);
                 }
             }
-            Some((s.events, by_room))
+            Some(by_room)
         }
         _ => None,
     };
@@ -261,8 +261,7 @@ pub(crate) async fn compute(
             .get(&m.room_id)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let recent = recent.as_ref().map(|(after, by_room)| Recent {
-            after: *after,
+        let recent = recent.as_ref().map(|by_room| Recent {
             events: by_room
                 .get(&m.room_nid)
                 .map(Vec::as_slice)
@@ -593,7 +592,6 @@ impl RoomCtx<'_> {
             m.pos,
             self.upto.events,
             self.filter.unread_thread_notifications(),
-            recent,
         )
         .await?;
         entry.insert("unread_notifications".into(), unread);

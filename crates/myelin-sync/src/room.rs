@@ -2,6 +2,7 @@
 //! summary and unread counts.
 
 use myelin_core::{MatrixError, MatrixResult};
+use myelin_rooms::push::ReadMarks;
 use myelin_rooms::read::filter_visible;
 use myelin_storage::{Receipt, Storage, StorageResult, StoredEvent};
 use serde_json::{Map, Value, json};
@@ -15,8 +16,8 @@ pub const TIMELINE_BATCH_MAX: usize = 200;
 /// Events looked at per room to fill one timeline, at most. Past it the
 /// timeline is returned as it is, `limited`, and the client paginates.
 pub const TIMELINE_SCAN_MAX: usize = 2_000;
-/// Events looked at per room for the unread counts, at most (the newest):
-/// "999+" is all a client shows anyway.
+/// Notifying events counted per room, at most: "999+" is all a client
+/// shows anyway.
 pub const UNREAD_SCAN_MAX: u32 = 1_000;
 /// Heroes in a room summary.
 pub const HEROES_MAX: usize = 5;
@@ -83,7 +84,6 @@ async fn visible(
 /// response's bound, newest first, read once for the whole response.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Recent<'a> {
-    pub after: i64,
     pub events: &'a [StoredEvent],
 }
 
@@ -370,22 +370,19 @@ async fn state_string(
         .is_some_and(|s| !s.is_empty()))
 }
 
-/// `unread_notifications`: events after the user's latest read receipt
+/// `unread_notifications`: the events after the user's latest read receipt
 /// (`m.read` or `m.read.private`, unthreaded or on the main timeline) — or
 /// after their latest membership event (their join, or a later profile
-/// change) when they have none — that notify under the default
-/// push rules: `m.room.message` and `m.room.encrypted` from other users;
-/// `highlight_count`: those whose `m.mentions.user_ids` names the user.
-/// Evaluating the user's real push rules is a later issue.
+/// change) when they have none — whose push rule outcome for the user
+/// notifies (`notification_count`) and highlights (`highlight_count`). The
+/// room writer evaluated the user's own push rules when it created each
+/// event (`myelin_rooms::push`); this only counts the stored outcomes.
 ///
 /// With `threaded` (the filter's `unread_thread_notifications`), events in
 /// a thread are counted apart, per thread root, after the user's receipt in
 /// that thread (or their unthreaded one), and the main counts hold only the
 /// main timeline: the second value is `unread_thread_notifications`.
 /// Spec: <https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications>
-///
-/// `recent`: the room's events after some position, already read; when
-/// they cover the range counted, they are counted without another read.
 pub(crate) async fn unread_counts(
     storage: &dyn Storage,
     room_nid: i64,
@@ -393,104 +390,25 @@ pub(crate) async fn unread_counts(
     joined_at: i64,
     upto: i64,
     threaded: bool,
-    recent: Option<Recent<'_>>,
 ) -> MatrixResult<(Value, Option<Value>)> {
-    let receipts: Vec<Receipt> = db(storage.user_receipts(room_nid, user_id).await)?
-        .into_iter()
-        .filter(|r| matches!(r.receipt_type.as_str(), "m.read" | "m.read.private"))
-        .collect();
-    let read_ids: Vec<String> = receipts.iter().map(|r| r.event_id.clone()).collect();
-    let mut read_at: HashMap<String, i64> = HashMap::new();
-    if !read_ids.is_empty() {
-        for event in db(storage.events(&read_ids).await)? {
-            if event.room_nid == room_nid {
-                read_at.insert(event.event_id, event.stream_pos);
-            }
-        }
-    }
-    // Where reading got to: unthreaded, on the main timeline, per thread.
-    let mut unthreaded = joined_at;
-    let mut main = joined_at;
-    let mut per_thread: HashMap<String, i64> = HashMap::new();
-    for receipt in &receipts {
-        let Some(&pos) = read_at.get(&receipt.event_id) else {
-            continue;
-        };
-        match receipt.thread_id.as_deref() {
-            None => unthreaded = unthreaded.max(pos),
-            Some("main") => main = main.max(pos),
-            Some(thread) => {
-                let at = per_thread.entry(thread.to_owned()).or_insert(pos);
-                *at = (*at).max(pos);
-            }
-        }
-    }
-    let main_after = main.max(unthreaded);
+    let marks = ReadMarks::load(storage, room_nid, user_id, joined_at).await?;
+    let unthreaded = marks.unthreaded;
+    let main_after = marks.read_upto(None);
     // Without threads every event counts against the main position.
     let after = if threaded { unthreaded } else { main_after };
     let mut counts = Counts::default();
     let mut thread_counts: BTreeMap<String, Counts> = BTreeMap::new();
     if after < upto {
-        let read;
-        let events = match recent {
-            Some(recent) if recent.after <= after => recent.events,
-            _ => {
-                read = db(storage
-                    .room_events_by_stream(room_nid, after, upto, UNREAD_SCAN_MAX, true)
-                    .await)?;
-                &read[..]
-            }
-        };
-        let newest = events
-            .iter()
-            .filter(|e| e.stream_pos > after)
-            .take(UNREAD_SCAN_MAX as usize);
-        for event in newest {
-            if event.sender == user_id
-                || event.redacted_by.is_some()
-                || !matches!(event.kind.as_str(), "m.room.message" | "m.room.encrypted")
-            {
-                continue;
-            }
-            // Stored JSON is canonical (serde_json escapes only quotes,
-            // backslashes and control characters), so a key appears as it
-            // is: most events have neither and need no parsing.
-            let wanted = event.json.contains("\"m.mentions\"")
-                || (threaded && event.json.contains("\"m.relates_to\""));
-            let value = wanted
-                .then(|| serde_json::from_str::<Value>(&event.json).ok())
-                .flatten();
-            let mentioned = value
-                .as_ref()
-                .and_then(|v| {
-                    let ids = v
-                        .get("content")?
-                        .get("m.mentions")?
-                        .get("user_ids")?
-                        .as_array()?;
-                    Some(ids.iter().any(|id| id.as_str() == Some(user_id)))
-                })
-                .unwrap_or(false);
-            let thread = value
-                .as_ref()
-                .and_then(|v| {
-                    let relates_to = v.get("content")?.get("m.relates_to")?;
-                    (relates_to.get("rel_type")?.as_str()? == "m.thread")
-                        .then(|| relates_to.get("event_id")?.as_str())
-                        .flatten()
-                })
-                .filter(|_| threaded);
-            match thread {
-                Some(root) => {
-                    let read = per_thread.get(root).copied().unwrap_or(unthreaded);
-                    if event.stream_pos > read.max(unthreaded) {
-                        thread_counts
-                            .entry(root.to_owned())
-                            .or_default()
-                            .add(mentioned);
-                    }
+        let actions = db(storage
+            .unread_actions(user_id, room_nid, after, upto, UNREAD_SCAN_MAX)
+            .await)?;
+        for action in actions {
+            match action.thread_id.filter(|_| threaded) {
+                Some(root) if action.stream_pos > marks.read_upto(Some(&root)) => {
+                    thread_counts.entry(root).or_default().add(action.highlight);
                 }
-                None if event.stream_pos > main_after => counts.add(mentioned),
+                Some(_) => {}
+                None if action.stream_pos > main_after => counts.add(action.highlight),
                 None => {}
             }
         }

@@ -6,6 +6,7 @@ use myelin_api::AppState;
 use myelin_core::Config;
 use myelin_core::signing_key::SigningKey;
 use myelin_core::time::now_ms;
+use myelin_push::Pushers;
 use myelin_rooms::LocalRoomWriter;
 use myelin_storage::{DynStorage, OpenOptions};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct RunningServer {
     pub storage: DynStorage,
     /// The room writer (tests reach its stream tracker through it).
     pub rooms: Arc<LocalRoomWriter>,
+    /// Delivery to push gateways (stopped after the listener).
+    pushers: Pushers,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     jobs: Vec<JoinHandle<()>>,
@@ -81,7 +84,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     .await
     .map_err(|e| anyhow::anyhow!("cannot start the room writer: {e}"))?;
     let rooms = Arc::new(rooms);
-    let state = AppState::new(config, storage.clone(), signing_key, rooms.clone());
+    let pushers = Pushers::new(
+        storage.clone(),
+        config.push.clone(),
+        rooms.events().subscribe(),
+    )
+    .context("cannot start push delivery")?;
+    let started = pushers
+        .start_all()
+        .await
+        .context("cannot load the pushers")?;
+    tracing::debug!(pushers = started, "started push delivery");
+    let state = AppState::with_pushers(
+        config,
+        storage.clone(),
+        signing_key,
+        rooms.clone(),
+        pushers.clone(),
+    );
     let app = myelin_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, mut rx) = watch::channel(false);
     let mut serve_rx = rx.clone();
@@ -112,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         local_addr,
         storage,
         rooms,
+        pushers,
         shutdown,
         serve,
         jobs: vec![purge],
@@ -120,12 +141,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
 impl RunningServer {
     /// Stops accepting connections, lets in-flight requests finish, stops
-    /// background jobs and closes the database.
+    /// push delivery and background jobs and closes the database.
     pub async fn stop(self) -> anyhow::Result<()> {
         // Long-polling /sync requests answer now rather than at their timeout.
         self.rooms.notifier().close();
         let _ = self.shutdown.send(true);
         let served = self.serve.await;
+        // After the last request: no pusher is set or started any more.
+        self.pushers.shutdown().await;
         for job in self.jobs {
             let _ = job.await;
         }

@@ -495,6 +495,36 @@ async fn reactions_once_per_key(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Racing duplicates: the room's writer lets exactly one through.
+    let racing = |txn: &'static str| {
+        send_raw(
+            &server,
+            &alice,
+            &room,
+            "m.reaction",
+            txn,
+            reaction(&target, "🚀"),
+        )
+    };
+    let results = tokio::join!(
+        racing("race1"),
+        racing("race2"),
+        racing("race3"),
+        racing("race4")
+    );
+    let results = [results.0, results.1, results.2, results.3];
+    let accepted = results
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(accepted, 1, "{results:?}");
+    for refused in results
+        .iter()
+        .filter(|(status, _)| *status != StatusCode::OK)
+    {
+        assert_error(refused, StatusCode::BAD_REQUEST, "M_DUPLICATE_ANNOTATION");
+    }
     server.stop().await;
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::pushers::delete_user_pushers;
 use crate::client::register::{check_password_policy, hash};
 use crate::error::ApiResult;
 use crate::extract::MatrixJson;
@@ -49,6 +50,7 @@ pub async fn change_password(
         .set_password_hash(&me.user_id, &password_hash)
         .await?;
     if req.logout_devices {
+        delete_user_pushers(&state, &me.user_id, Some(&me.device_id)).await?;
         state
             .storage
             .delete_devices_except(&me.user_id, Some(&me.device_id))
@@ -68,7 +70,7 @@ pub struct DeactivateRequest {
 }
 
 /// `POST /_matrix/client/v3/account/deactivate`: the account can no longer
-/// log in, and every token of it dies.
+/// log in, and every token and pusher of it dies.
 pub async fn deactivate(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -80,6 +82,7 @@ pub async fn deactivate(
         flows: vec![vec![STAGE_PASSWORD]],
     };
     let completed = uia.check(&state, req.auth.as_ref()).await?;
+    delete_user_pushers(&state, &me.user_id, None).await?;
     state.storage.deactivate_user(&me.user_id).await?;
     state
         .storage

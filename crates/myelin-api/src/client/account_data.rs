@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use myelin_core::MatrixError;
+use myelin_rooms::push::{IGNORED_USERS_TYPE, PUSH_RULES_TYPE};
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Auth, Identity};
@@ -44,7 +45,7 @@ fn server_controlled(data_type: &str, room: bool) -> ApiResult<()> {
     let controlled = if room {
         data_type == "m.fully_read"
     } else {
-        data_type == "m.push_rules"
+        data_type == PUSH_RULES_TYPE
     };
     if controlled {
         return Err(ApiError::WithStatus(
@@ -152,6 +153,10 @@ pub async fn write(
         Vec::new()
     };
     let woken = tracker.finish(pos, wake);
+    if room_id.is_none() && matches!(data_type, PUSH_RULES_TYPE | IGNORED_USERS_TYPE) {
+        // The writer evaluates push rules with these; its copy is stale now.
+        state.rooms.push_rules().invalidate(user_id);
+    }
     state
         .rooms
         .notifier()

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::pushers::delete_device_pushers;
 use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixPath, OptionalMatrixJson};
 use crate::state::AppState;
@@ -113,6 +114,7 @@ pub async fn delete_device(
     // The body is optional here: the first request of UIA often has none.
     let auth = req.and_then(|r| r.auth);
     authorize_deletion(&state, &me.user_id, auth.as_ref()).await?;
+    delete_device_pushers(&state, &me.user_id, &device_id).await?;
     state.storage.delete_device(&me.user_id, &device_id).await?;
     Ok(Json(json!({})))
 }
@@ -137,6 +139,7 @@ pub async fn delete_devices(
     }
     authorize_deletion(&state, &me.user_id, req.auth.as_ref()).await?;
     for device_id in &req.devices {
+        delete_device_pushers(&state, &me.user_id, device_id).await?;
         state.storage.delete_device(&me.user_id, device_id).await?;
     }
     Ok(Json(json!({})))

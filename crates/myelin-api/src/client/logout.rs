@@ -6,11 +6,14 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::pushers::{delete_device_pushers, delete_user_pushers};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
-/// `POST /_matrix/client/v3/logout`: the token dies, and with it its device.
+/// `POST /_matrix/client/v3/logout`: the token dies, and with it its device
+/// and the pushers it set.
 pub async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Value>> {
+    delete_device_pushers(&state, &me.user_id, &me.device_id).await?;
     state
         .storage
         .delete_device(&me.user_id, &me.device_id)
@@ -18,8 +21,10 @@ pub async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<
     Ok(Json(json!({})))
 }
 
-/// `POST /_matrix/client/v3/logout/all`: every token and device of the user.
+/// `POST /_matrix/client/v3/logout/all`: every token, device and pusher of
+/// the user.
 pub async fn logout_all(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<Json<Value>> {
+    delete_user_pushers(&state, &me.user_id, None).await?;
     state
         .storage
         .delete_devices_except(&me.user_id, None)

@@ -14,9 +14,11 @@ pub mod hierarchy;
 pub mod login;
 pub mod logout;
 pub mod membership;
+pub mod notifications;
 pub mod presence;
 pub mod profile;
 pub mod push_rules;
+pub mod pushers;
 pub mod register;
 pub mod relations;
 pub mod report;
@@ -252,6 +254,7 @@ pub fn routes() -> Router<AppState> {
             put(tags::put_tag).delete(tags::delete_tag),
         )
         // Push rules
+        .route(&v3("/notifications"), get(notifications::get_notifications))
         .route(&v3("/pushrules"), get(push_rules::get_all))
         .route(&v3("/pushrules/"), get(push_rules::get_all))
         .route(&v3("/pushrules/global/"), get(push_rules::get_global))
@@ -269,6 +272,9 @@ pub fn routes() -> Router<AppState> {
             &v3("/pushrules/{scope}/{kind}/{rule_id}/actions"),
             get(push_rules::get_actions).put(push_rules::put_actions),
         )
+        // Pushers
+        .route(&v3("/pushers"), get(pushers::get_pushers))
+        .route(&v3("/pushers/set"), post(pushers::set_pusher))
         // Room upgrades
         .route(&v3("/rooms/{room_id}/upgrade"), post(upgrade::upgrade))
         // Reporting

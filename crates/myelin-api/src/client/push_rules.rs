@@ -8,7 +8,8 @@
 use axum::Json;
 use axum::extract::State;
 use myelin_core::{ErrorKind, MatrixError};
-use myelin_events::push::{PushRule, RuleKind, Ruleset, merged_ruleset};
+use myelin_events::push::{PushRule, RuleKind, Ruleset};
+use myelin_rooms::push::{PUSH_RULES_TYPE, load_ruleset};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -18,8 +19,6 @@ use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixPath, MatrixQuery};
 use crate::state::AppState;
 
-/// The account data type holding the rules.
-pub const PUSH_RULES_TYPE: &str = "m.push_rules";
 /// User-defined rules one kind may hold at most.
 pub const USER_RULES_PER_KIND_MAX: usize = 200;
 /// Longest rule id accepted, in bytes.
@@ -33,13 +32,7 @@ pub const PATTERN_LENGTH_MAX: usize = 1024;
 
 /// The user's full ruleset: the server defaults merged with what they stored.
 pub async fn load(state: &AppState, user_id: &str) -> ApiResult<Ruleset> {
-    let stored = state
-        .storage
-        .account_data(user_id, None, PUSH_RULES_TYPE)
-        .await?
-        .and_then(|mut c| c.get_mut("global").map(Value::take))
-        .and_then(|g| serde_json::from_value::<Ruleset>(g).ok());
-    Ok(merged_ruleset(user_id, stored.as_ref()))
+    Ok(load_ruleset(state.storage.as_ref(), user_id).await?)
 }
 
 async fn store(state: &AppState, user_id: &str, ruleset: &Ruleset) -> ApiResult<()> {

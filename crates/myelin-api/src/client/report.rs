@@ -1,11 +1,15 @@
 //! Reporting rooms and events to the server's administrators (stored in
 //! the `reports` table).
+//!
+//! Both endpoints share one rate limit per user (`rate_limits.reports`):
+//! every well-formed report takes a token, whether it is stored or refused
+//! (404), so neither spam nor probing for events runs unbounded.
 //! Spec: <https://spec.matrix.org/v1.19/client-server-api/#reporting-content>
 
 use axum::Json;
 use axum::extract::State;
-use myelin_core::MatrixError;
 use myelin_core::time::now_ms;
+use myelin_core::{ErrorKind, MatrixError};
 use myelin_rooms::read::{current_membership, filter_visible};
 use myelin_storage::{EventStatus, NewReport};
 use serde::Deserialize;
@@ -31,6 +35,21 @@ pub struct EventReportBody {
 #[derive(Deserialize)]
 pub struct RoomReportBody {
     reason: Option<String>,
+}
+
+/// Takes one of the user's report tokens, or 429 `M_LIMIT_EXCEEDED`.
+fn rate_limit(state: &AppState, user_id: &str) -> ApiResult<()> {
+    state
+        .limits
+        .reports
+        .check(user_id)
+        .map_err(|retry_after_ms| {
+            MatrixError::new(
+                ErrorKind::LimitExceeded { retry_after_ms },
+                "Too many reports; try again later",
+            )
+            .into()
+        })
 }
 
 fn check_reason(reason: Option<&str>) -> ApiResult<()> {
@@ -63,6 +82,7 @@ pub async fn report_event(
         ))
         .into());
     }
+    rate_limit(&state, &me.user_id)?;
     let not_found =
         || MatrixError::not_found("The event was not found or you are not joined to the room");
     let record = state.storage.room(&room_id).await?.ok_or_else(not_found)?;
@@ -113,6 +133,7 @@ pub async fn report_room(
     MatrixJson(body): MatrixJson<RoomReportBody>,
 ) -> ApiResult<Json<Value>> {
     check_reason(body.reason.as_deref())?;
+    rate_limit(&state, &me.user_id)?;
     let record = state
         .storage
         .room(&room_id)

@@ -39,7 +39,9 @@ fn txn(me: &Identity, txn_id: String) -> ApiResult<TxnKey> {
     })
 }
 
-/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+/// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`. A
+/// second reaction (`m.annotation`) with the same key by the same user is
+/// refused by the room writer with 400 `M_DUPLICATE_ANNOTATION`.
 pub async fn send_message(
     State(state): State<AppState>,
     Auth(me): Auth,
@@ -47,9 +49,8 @@ pub async fn send_message(
     MatrixJson(content): MatrixJson<Map<String, Value>>,
 ) -> ApiResult<Json<Value>> {
     check_type(&kind)?;
-    let (record, _) = room(&state, &room_id).await?;
+    room(&state, &room_id).await?;
     let txn = txn(&me, txn_id)?;
-    check_annotation(&state, record.room_nid, &me.user_id, &txn, &content).await?;
     let event = SendEvent {
         sender: me.user_id.clone(),
         kind,
@@ -60,49 +61,6 @@ pub async fn send_message(
     };
     let sent = send(&state, &room_id, event).await?;
     Ok(Json(json!({ "event_id": sent.event_id })))
-}
-
-/// A user reacts to an event with a key once: a second `m.annotation`
-/// with the same key is refused with 400 `M_DUPLICATE_ANNOTATION` (a retry
-/// of the transaction that sent the first is not a second one).
-/// Spec: <https://spec.matrix.org/v1.19/client-server-api/#event-annotations-and-reactions>
-async fn check_annotation(
-    state: &AppState,
-    room_nid: i64,
-    sender: &str,
-    txn: &TxnKey,
-    content: &Map<String, Value>,
-) -> ApiResult<()> {
-    let Some(relates_to) = content.get("m.relates_to") else {
-        return Ok(());
-    };
-    let (Some("m.annotation"), Some(target), Some(key)) = (
-        relates_to.get("rel_type").and_then(Value::as_str),
-        relates_to.get("event_id").and_then(Value::as_str),
-        relates_to.get("key").and_then(Value::as_str),
-    ) else {
-        return Ok(());
-    };
-    if state
-        .storage
-        .txn_event(room_nid, &txn.user_id, &txn.device_id, &txn.txn_id)
-        .await?
-        .is_some()
-    {
-        return Ok(());
-    }
-    if state
-        .storage
-        .annotation_exists(room_nid, target, sender, key)
-        .await?
-    {
-        return Err(MatrixError::new(
-            ErrorKind::DuplicateAnnotation,
-            "You already reacted to this event with this key",
-        )
-        .into());
-    }
-    Ok(())
 }
 
 /// `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

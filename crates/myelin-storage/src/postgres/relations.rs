@@ -97,6 +97,7 @@ impl RelationStore for PostgresStorage {
         event_ids: &[String],
         user_id: &str,
         upto: i64,
+        excluded_senders: &[String],
     ) -> StorageResult<RelationAggregations> {
         let mut out = RelationAggregations::default();
         for batch in event_ids.chunks(AGGREGATION_IDS_BATCH) {
@@ -110,8 +111,15 @@ impl RelationStore for PostgresStorage {
                          FROM event_relations
                          WHERE room_nid = $1 AND rel_type = 'm.replace' AND NOT is_state
                            AND relates_to_id = ANY($2) AND stream_pos <= $3
+                           AND NOT (sender = ANY($5))
                      ) p WHERE pick = 1 LIMIT $4",
-                    &[&room_nid, &batch, &upto, &AGGREGATION_ROWS_MAX],
+                    &[
+                        &room_nid,
+                        &batch,
+                        &upto,
+                        &AGGREGATION_ROWS_MAX,
+                        &excluded_senders,
+                    ],
                 )
                 .await?;
             relation_refs(&rows, &mut out.replacements)?;
@@ -127,8 +135,16 @@ impl RelationStore for PostgresStorage {
                          FROM event_relations
                          WHERE room_nid = $1 AND rel_type = 'm.thread'
                            AND relates_to_id = ANY($2) AND stream_pos <= $3
+                           AND NOT (sender = ANY($6))
                      ) p WHERE pick = 1 LIMIT $5",
-                    &[&room_nid, &batch, &upto, &user_id, &AGGREGATION_ROWS_MAX],
+                    &[
+                        &room_nid,
+                        &batch,
+                        &upto,
+                        &user_id,
+                        &AGGREGATION_ROWS_MAX,
+                        &excluded_senders,
+                    ],
                 )
                 .await?;
             for row in rows {
@@ -144,8 +160,15 @@ impl RelationStore for PostgresStorage {
                     "SELECT relates_to_id, event_id, sender, kind FROM event_relations
                      WHERE room_nid = $1 AND rel_type = 'm.reference'
                        AND relates_to_id = ANY($2) AND stream_pos <= $3
+                       AND NOT (sender = ANY($5))
                      ORDER BY relates_to_id, depth, stream_pos LIMIT $4",
-                    &[&room_nid, &batch, &upto, &AGGREGATION_ROWS_MAX],
+                    &[
+                        &room_nid,
+                        &batch,
+                        &upto,
+                        &AGGREGATION_ROWS_MAX,
+                        &excluded_senders,
+                    ],
                 )
                 .await?;
             relation_refs(&rows, &mut out.references)?;

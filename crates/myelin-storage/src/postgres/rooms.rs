@@ -383,6 +383,7 @@ async fn persist(
         .await?;
     }
     super::search::index_event(client, event, event_nid).await?;
+    super::push::record_actions(client, event).await?;
     if let Some(target) = &event.redacts {
         // A redacted event loses its `m.relates_to`: it relates no more.
         execute(

@@ -97,6 +97,7 @@ impl RelationStore for SqliteStorage {
         event_ids: &[String],
         user_id: &str,
         upto: i64,
+        excluded_senders: &[String],
     ) -> StorageResult<RelationAggregations> {
         if event_ids.is_empty() {
             return Ok(RelationAggregations::default());
@@ -106,6 +107,7 @@ impl RelationStore for SqliteStorage {
             .map(json_array)
             .collect();
         let user_id = user_id.to_owned();
+        let excluded = json_array(excluded_senders);
         self.read(move |conn| {
             let mut out = RelationAggregations::default();
             let mut replacements = conn.prepare_cached(
@@ -117,6 +119,7 @@ impl RelationStore for SqliteStorage {
                      WHERE room_nid = ?1 AND rel_type = 'm.replace' AND is_state = 0
                        AND relates_to_id IN (SELECT value FROM json_each(?2))
                        AND stream_pos <= ?3
+                       AND sender NOT IN (SELECT value FROM json_each(?5))
                  ) WHERE pick = 1 LIMIT ?4",
             )?;
             let mut threads = conn.prepare_cached(
@@ -131,6 +134,7 @@ impl RelationStore for SqliteStorage {
                      WHERE room_nid = ?1 AND rel_type = 'm.thread'
                        AND relates_to_id IN (SELECT value FROM json_each(?2))
                        AND stream_pos <= ?3
+                       AND sender NOT IN (SELECT value FROM json_each(?6))
                  ) WHERE pick = 1 LIMIT ?5",
             )?;
             let mut references = conn.prepare_cached(
@@ -138,17 +142,25 @@ impl RelationStore for SqliteStorage {
                  WHERE room_nid = ?1 AND rel_type = 'm.reference'
                    AND relates_to_id IN (SELECT value FROM json_each(?2))
                    AND stream_pos <= ?3
+                   AND sender NOT IN (SELECT value FROM json_each(?5))
                  ORDER BY relates_to_id, depth, stream_pos LIMIT ?4",
             )?;
             for batch in &batches {
                 for row in replacements.query_map(
-                    params![room_nid, batch, upto, AGGREGATION_ROWS_MAX],
+                    params![room_nid, batch, upto, AGGREGATION_ROWS_MAX, excluded],
                     relation_ref,
                 )? {
                     out.replacements.push(row?);
                 }
                 for row in threads.query_map(
-                    params![room_nid, batch, upto, user_id, AGGREGATION_ROWS_MAX],
+                    params![
+                        room_nid,
+                        batch,
+                        upto,
+                        user_id,
+                        AGGREGATION_ROWS_MAX,
+                        excluded
+                    ],
                     |row| {
                         Ok(ThreadSummary {
                             root_id: row.get(0)?,
@@ -161,7 +173,7 @@ impl RelationStore for SqliteStorage {
                     out.threads.push(row?);
                 }
                 for row in references.query_map(
-                    params![room_nid, batch, upto, AGGREGATION_ROWS_MAX],
+                    params![room_nid, batch, upto, AGGREGATION_ROWS_MAX, excluded],
                     relation_ref,
                 )? {
                     out.references.push(row?);

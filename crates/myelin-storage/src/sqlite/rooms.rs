@@ -330,6 +330,7 @@ fn persist(
         ])?;
     }
     super::search::index_event(tx, event, event_nid)?;
+    super::push::record_actions(tx, event)?;
     if let Some(target) = &event.redacts {
         // A redacted event loses its `m.relates_to`: it relates no more.
         tx.prepare_cached("DELETE FROM event_relations WHERE room_nid = ?1 AND event_id = ?2")?

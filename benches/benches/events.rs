@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use myelin_core::signing_key::SigningKey;
-use myelin_events::push::{PushContext, evaluate, merged_ruleset};
+use myelin_events::push::{EventMemo, PushContext, RuleCompiler, merged_ruleset};
 use myelin_events::{Pdu, PduTemplate, RoomVersion, auth_types_for_event, build_pdu, check_auth};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -208,10 +208,11 @@ fn bench_events(c: &mut Criterion) {
             b.iter(|| check_auth(&version, black_box(&join), &before).unwrap())
         });
         // What the writer does per message: every member's rules, in turn.
+        let mut compiler = RuleCompiler::default();
         let rulesets: Vec<(String, _)> = (0..MEMBERS)
             .map(|i| {
                 let user = format!("@user{i}:bench.example");
-                let rules = merged_ruleset(&user, None);
+                let rules = compiler.compile(&merged_ruleset(&user, None));
                 (user, rules)
             })
             .collect();
@@ -222,6 +223,7 @@ fn bench_events(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     let mut notified = 0;
+                    let mut memo = EventMemo::default();
                     for (user, rules) in &rulesets {
                         let ctx = PushContext {
                             user_id: user,
@@ -230,7 +232,10 @@ fn bench_events(c: &mut Criterion) {
                             sender_power_level: 0,
                             power_levels: None,
                         };
-                        if evaluate(rules, black_box(&event), &ctx).is_some_and(|e| e.notify) {
+                        if rules
+                            .evaluate(black_box(&event), &ctx, &mut memo)
+                            .is_some_and(|e| e.notify)
+                        {
                             notified += 1;
                         }
                     }

@@ -7,9 +7,12 @@
 //!
 //! Rules are kept as the spec's JSON shapes (conditions and actions as
 //! [`Value`]s) so that a rule the server does not understand survives a round
-//! trip through the user's `m.push_rules` unchanged; conditions are
-//! interpreted only when an event is evaluated, and an unrecognised condition
-//! never matches.
+//! trip through the user's `m.push_rules` unchanged; for evaluation they are
+//! compiled ([`CompiledRuleset`]), and an unrecognised condition never
+//! matches. Evaluating one event for every member of a room is the room
+//! writer's hot path: a [`RuleCompiler`] gives conditions shared by many
+//! users' rules one id, so an [`EventMemo`] evaluates each once per event
+//! (`cargo bench -p myelin-benches --bench events -- push_rules`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -439,106 +442,322 @@ const LEGACY_MENTION_RULES: [&str; 3] = [
 
 /// Evaluates `event` for `ctx.user_id` against `ruleset`: the first enabled
 /// rule that matches, in kind order, or `None`. The user's own events never
-/// match.
+/// match. (Compiles the ruleset first: to evaluate many events, keep a
+/// [`CompiledRuleset`].)
 pub fn evaluate(ruleset: &Ruleset, event: &Value, ctx: &PushContext<'_>) -> Option<Evaluation> {
-    if event.get("sender").and_then(Value::as_str) == Some(ctx.user_id) {
-        return None;
-    }
-    let has_mentions = event
-        .get("content")
-        .and_then(|c| c.get("m.mentions"))
-        .is_some();
-    for kind in RuleKind::ALL {
-        for rule in ruleset.rules(kind) {
-            if !rule.enabled {
-                continue;
-            }
-            if has_mentions && LEGACY_MENTION_RULES.contains(&rule.rule_id.as_str()) {
-                continue;
-            }
-            if rule_matches(kind, rule, event, ctx) {
-                return Some(Evaluation::from_actions(&rule.rule_id, kind, &rule.actions));
-            }
-        }
-    }
-    None
-}
-
-fn rule_matches(kind: RuleKind, rule: &PushRule, event: &Value, ctx: &PushContext<'_>) -> bool {
-    match kind {
-        RuleKind::Override | RuleKind::Underride => rule
-            .conditions
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .all(|c| condition_matches(c, event, ctx)),
-        RuleKind::Content => match (&rule.pattern, body(event)) {
-            (Some(pattern), Some(body)) => glob_matches(pattern, body, true),
-            _ => false,
-        },
-        RuleKind::Room => event.get("room_id").and_then(Value::as_str) == Some(&rule.rule_id),
-        RuleKind::Sender => event.get("sender").and_then(Value::as_str) == Some(&rule.rule_id),
-    }
-}
-
-fn body(event: &Value) -> Option<&str> {
-    event.get("content")?.get("body")?.as_str()
+    CompiledRuleset::new(ruleset)
+        .evaluate(event, ctx, &mut EventMemo::default())
+        .cloned()
 }
 
 /// Whether one condition (in the spec's JSON shape) holds for `event`.
 /// An unrecognised or malformed condition never holds.
 pub fn condition_matches(condition: &Value, event: &Value, ctx: &PushContext<'_>) -> bool {
-    let kind = condition.get("kind").and_then(Value::as_str);
-    let key = condition.get("key").and_then(Value::as_str);
-    match kind {
-        Some("event_match") => {
-            let (Some(key), Some(pattern)) =
-                (key, condition.get("pattern").and_then(Value::as_str))
-            else {
-                return false;
-            };
-            match property(event, key).and_then(Value::as_str) {
-                Some(value) => glob_matches(pattern, value, key == "content.body"),
-                None => false,
-            }
-        }
-        Some("event_property_is") => {
-            let (Some(key), Some(expected)) = (key, condition.get("value")) else {
-                return false;
-            };
-            match property(event, key) {
-                Some(actual) => is_scalar(actual) && is_scalar(expected) && actual == expected,
-                None => false,
-            }
-        }
-        Some("event_property_contains") => {
-            let (Some(key), Some(expected)) = (key, condition.get("value")) else {
-                return false;
-            };
-            if !is_scalar(expected) {
-                return false;
-            }
-            match property(event, key) {
-                Some(Value::Array(items)) => items.iter().any(|v| is_scalar(v) && v == expected),
-                _ => false,
-            }
-        }
-        Some("contains_display_name") => match (ctx.display_name, body(event)) {
-            (Some(name), Some(body)) if !name.is_empty() => contains_literal_word(name, body),
-            _ => false,
-        },
-        Some("room_member_count") => condition
-            .get("is")
-            .and_then(Value::as_str)
-            .is_some_and(|is| member_count_matches(is, ctx.member_count)),
-        Some("sender_notification_permission") => {
-            let Some(key) = key else {
-                return false;
-            };
-            ctx.sender_power_level >= notification_level(ctx.power_levels, key)
-        }
-        _ => false,
+    Condition::compile(condition).matches(event, ctx)
+}
+
+/// Compiles rulesets, giving each distinct condition one id across all the
+/// rulesets it compiles: the default rules of every user share most of
+/// their conditions, so evaluating one event for many users evaluates each
+/// shared condition once ([`EventMemo`]).
+#[derive(Debug, Default)]
+pub struct RuleCompiler {
+    ids: std::collections::HashMap<String, u32>,
+}
+
+impl RuleCompiler {
+    pub fn compile(&mut self, ruleset: &Ruleset) -> CompiledRuleset {
+        CompiledRuleset::build(ruleset, &mut |condition| {
+            let next = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+            *self.ids.entry(condition.to_string()).or_insert(next)
+        })
     }
+
+    /// Distinct conditions seen so far.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// What the conditions of one [`RuleCompiler`] gave for one event: reused
+/// across users, because a condition other than `contains_display_name`
+/// depends only on the event and on [`PushContext`] fields that are the same
+/// for every user of one event (member count, sender power, power levels).
+#[derive(Debug, Default)]
+pub struct EventMemo {
+    /// By condition id: 0 unknown, 1 false, 2 true.
+    results: Vec<u8>,
+}
+
+/// A ruleset made ready for evaluation: its enabled rules in evaluation
+/// order, each condition parsed once (paths split, `room_member_count`
+/// parsed, malformed conditions resolved to "never"), and each rule's
+/// outcome computed once. The room writer keeps one per user and evaluates
+/// every event of every room against it: this is the hot path.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledRuleset {
+    rules: Vec<CompiledRule>,
+}
+
+#[derive(Clone, Debug)]
+struct CompiledRule {
+    matcher: Matcher,
+    /// A deprecated mention rule, skipped for events with `m.mentions`.
+    legacy_mention: bool,
+    outcome: Evaluation,
+}
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// `override` and `underride`: every condition holds (with its id).
+    Conditions(Vec<(u32, Condition)>),
+    /// `content`: the pattern matches words of `content.body`.
+    Content(String),
+    /// `room`: the event's `room_id`.
+    Room(String),
+    /// `sender`: the event's `sender`.
+    Sender(String),
+}
+
+/// One parsed condition.
+#[derive(Clone, Debug)]
+enum Condition {
+    EventMatch {
+        path: Vec<String>,
+        pattern: String,
+        /// The key is `content.body`: the pattern matches words.
+        words: bool,
+    },
+    PropertyIs {
+        path: Vec<String>,
+        value: Value,
+    },
+    PropertyContains {
+        path: Vec<String>,
+        value: Value,
+    },
+    ContainsDisplayName,
+    RoomMemberCount {
+        op: CountOp,
+        n: u64,
+    },
+    SenderNotificationPermission {
+        key: String,
+    },
+    /// Unrecognised or malformed.
+    Never,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum CountOp {
+    Eq,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+}
+
+impl CompiledRuleset {
+    /// Compiles one ruleset on its own.
+    pub fn new(ruleset: &Ruleset) -> CompiledRuleset {
+        RuleCompiler::default().compile(ruleset)
+    }
+
+    fn build(ruleset: &Ruleset, id_of: &mut dyn FnMut(&Value) -> u32) -> CompiledRuleset {
+        let mut rules = Vec::new();
+        for kind in RuleKind::ALL {
+            for rule in ruleset.rules(kind).iter().filter(|r| r.enabled) {
+                let matcher = match kind {
+                    RuleKind::Override | RuleKind::Underride => Matcher::Conditions(
+                        rule.conditions
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|c| (id_of(c), Condition::compile(c)))
+                            .collect(),
+                    ),
+                    RuleKind::Content => match &rule.pattern {
+                        Some(pattern) => Matcher::Content(pattern.clone()),
+                        // A content rule without a pattern never matches.
+                        None => Matcher::Conditions(vec![(u32::MAX, Condition::Never)]),
+                    },
+                    RuleKind::Room => Matcher::Room(rule.rule_id.clone()),
+                    RuleKind::Sender => Matcher::Sender(rule.rule_id.clone()),
+                };
+                rules.push(CompiledRule {
+                    matcher,
+                    legacy_mention: LEGACY_MENTION_RULES.contains(&rule.rule_id.as_str()),
+                    outcome: Evaluation::from_actions(&rule.rule_id, kind, &rule.actions),
+                });
+            }
+        }
+        CompiledRuleset { rules }
+    }
+
+    /// [`evaluate`] against the compiled rules: the outcome of the first
+    /// rule that matches. `memo` holds condition results for this event:
+    /// pass the same one for every user the event is evaluated for, with
+    /// rulesets of the same [`RuleCompiler`], and a fresh one per event.
+    pub fn evaluate(
+        &self,
+        event: &Value,
+        ctx: &PushContext<'_>,
+        memo: &mut EventMemo,
+    ) -> Option<&Evaluation> {
+        if event.get("sender").and_then(Value::as_str) == Some(ctx.user_id) {
+            return None;
+        }
+        let has_mentions = event
+            .get("content")
+            .and_then(|c| c.get("m.mentions"))
+            .is_some();
+        self.rules
+            .iter()
+            .filter(|rule| !(has_mentions && rule.legacy_mention))
+            .find(|rule| rule.matcher.matches(event, ctx, memo))
+            .map(|rule| &rule.outcome)
+    }
+}
+
+impl Matcher {
+    fn matches(&self, event: &Value, ctx: &PushContext<'_>, memo: &mut EventMemo) -> bool {
+        match self {
+            Matcher::Conditions(conditions) => conditions
+                .iter()
+                .all(|(id, c)| c.matches_memo(*id, event, ctx, memo)),
+            Matcher::Content(pattern) => {
+                body(event).is_some_and(|body| glob_matches(pattern, body, true))
+            }
+            Matcher::Room(room_id) => event.get("room_id").and_then(Value::as_str) == Some(room_id),
+            Matcher::Sender(sender) => event.get("sender").and_then(Value::as_str) == Some(sender),
+        }
+    }
+}
+
+impl Condition {
+    fn compile(condition: &Value) -> Condition {
+        let kind = condition.get("kind").and_then(Value::as_str);
+        let key = condition.get("key").and_then(Value::as_str);
+        let value = condition.get("value");
+        match (kind, key) {
+            (Some("event_match"), Some(key)) => {
+                match condition.get("pattern").and_then(Value::as_str) {
+                    Some(pattern) => Condition::EventMatch {
+                        path: split_path(key),
+                        pattern: pattern.to_owned(),
+                        words: key == "content.body",
+                    },
+                    None => Condition::Never,
+                }
+            }
+            (Some("event_property_is"), Some(key)) => match value {
+                Some(value) if is_scalar(value) => Condition::PropertyIs {
+                    path: split_path(key),
+                    value: value.clone(),
+                },
+                _ => Condition::Never,
+            },
+            (Some("event_property_contains"), Some(key)) => match value {
+                Some(value) if is_scalar(value) => Condition::PropertyContains {
+                    path: split_path(key),
+                    value: value.clone(),
+                },
+                _ => Condition::Never,
+            },
+            (Some("contains_display_name"), _) => Condition::ContainsDisplayName,
+            (Some("room_member_count"), _) => condition
+                .get("is")
+                .and_then(Value::as_str)
+                .and_then(parse_member_count)
+                .map_or(Condition::Never, |(op, n)| Condition::RoomMemberCount {
+                    op,
+                    n,
+                }),
+            (Some("sender_notification_permission"), Some(key)) => {
+                Condition::SenderNotificationPermission {
+                    key: key.to_owned(),
+                }
+            }
+            _ => Condition::Never,
+        }
+    }
+
+    /// [`Condition::matches`], through the event's memo unless the result
+    /// depends on the user.
+    fn matches_memo(
+        &self,
+        id: u32,
+        event: &Value,
+        ctx: &PushContext<'_>,
+        memo: &mut EventMemo,
+    ) -> bool {
+        if matches!(self, Condition::ContainsDisplayName | Condition::Never) {
+            return self.matches(event, ctx);
+        }
+        let slot = id as usize;
+        if let Some(&known) = memo.results.get(slot)
+            && known != 0
+        {
+            return known == 2;
+        }
+        let result = self.matches(event, ctx);
+        if memo.results.len() <= slot {
+            memo.results.resize(slot + 1, 0);
+        }
+        memo.results[slot] = if result { 2 } else { 1 };
+        result
+    }
+
+    fn matches(&self, event: &Value, ctx: &PushContext<'_>) -> bool {
+        match self {
+            Condition::EventMatch {
+                path,
+                pattern,
+                words,
+            } => at_path(event, path)
+                .and_then(Value::as_str)
+                .is_some_and(|value| glob_matches(pattern, value, *words)),
+            Condition::PropertyIs { path, value } => {
+                at_path(event, path).is_some_and(|actual| is_scalar(actual) && actual == value)
+            }
+            Condition::PropertyContains { path, value } => match at_path(event, path) {
+                Some(Value::Array(items)) => items.iter().any(|v| is_scalar(v) && v == value),
+                _ => false,
+            },
+            Condition::ContainsDisplayName => match (ctx.display_name, body(event)) {
+                (Some(name), Some(body)) if !name.is_empty() => contains_literal_word(name, body),
+                _ => false,
+            },
+            Condition::RoomMemberCount { op, n } => {
+                let count = ctx.member_count;
+                match op {
+                    CountOp::Eq => count == *n,
+                    CountOp::Lt => count < *n,
+                    CountOp::Gt => count > *n,
+                    CountOp::Le => count <= *n,
+                    CountOp::Ge => count >= *n,
+                }
+            }
+            Condition::SenderNotificationPermission { key } => {
+                ctx.sender_power_level >= notification_level(ctx.power_levels, key)
+            }
+            Condition::Never => false,
+        }
+    }
+}
+
+/// The value at a split property path.
+fn at_path<'a>(event: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter()
+        .try_fold(event, |value, part| value.as_object()?.get(part))
+}
+
+fn body(event: &Value) -> Option<&str> {
+    event.get("content")?.get("body")?.as_str()
 }
 
 /// The power level `m.room.power_levels` requires to notify with `key`
@@ -567,26 +786,22 @@ fn is_scalar(value: &Value) -> bool {
 }
 
 /// `is` of `room_member_count`: a decimal integer with an optional
-/// `==`, `<`, `>`, `<=` or `>=` prefix (none means `==`).
-fn member_count_matches(is: &str, count: u64) -> bool {
-    let (op, number) = ["==", "<=", ">=", "<", ">"]
-        .iter()
-        .find_map(|op| is.strip_prefix(op).map(|rest| (*op, rest)))
-        .unwrap_or(("==", is));
+/// `==`, `<`, `>`, `<=` or `>=` prefix (none means `==`); `None` if malformed.
+fn parse_member_count(is: &str) -> Option<(CountOp, u64)> {
+    let (op, number) = [
+        ("==", CountOp::Eq),
+        ("<=", CountOp::Le),
+        (">=", CountOp::Ge),
+        ("<", CountOp::Lt),
+        (">", CountOp::Gt),
+    ]
+    .iter()
+    .find_map(|(prefix, op)| is.strip_prefix(prefix).map(|rest| (*op, rest)))
+    .unwrap_or((CountOp::Eq, is));
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    let Ok(n) = number.parse::<u64>() else {
-        return false;
-    };
-    match op {
-        "==" => count == n,
-        "<" => count < n,
-        ">" => count > n,
-        "<=" => count <= n,
-        ">=" => count >= n,
-        _ => false,
-    }
+    Some((op, number.parse().ok()?))
 }
 
 /// Splits a dot-separated property path: `\.` is a literal dot, `\\` a
@@ -611,6 +826,12 @@ pub fn split_path(key: &str) -> Vec<String> {
 
 /// The event's property at the dot-separated path `key`.
 pub fn property<'a>(event: &'a Value, key: &str) -> Option<&'a Value> {
+    if !key.contains('\\') {
+        // No escapes (every default rule): no allocation.
+        return key
+            .split('.')
+            .try_fold(event, |value, part| value.as_object()?.get(part));
+    }
     split_path(key)
         .iter()
         .try_fold(event, |value, part| value.as_object()?.get(part))
@@ -635,6 +856,9 @@ fn lower(s: &str) -> Vec<char> {
 /// `words`, the pattern may match any substring that starts and ends at a
 /// word boundary; otherwise it must match the whole value.
 pub fn glob_matches(pattern: &str, value: &str, words: bool) -> bool {
+    if !pattern.contains(['*', '?']) {
+        return literal_matches(pattern, value, words);
+    }
     let tokens: Vec<Token> = lower(pattern)
         .into_iter()
         .map(|c| match c {
@@ -649,8 +873,53 @@ pub fn glob_matches(pattern: &str, value: &str, words: bool) -> bool {
 /// Whether `needle` appears literally (case-insensitively) in `haystack`
 /// between word boundaries.
 fn contains_literal_word(needle: &str, haystack: &str) -> bool {
-    let tokens: Vec<Token> = lower(needle).into_iter().map(Token::Char).collect();
-    run(&tokens, &lower(haystack), true)
+    literal_matches(needle, haystack, true)
+}
+
+/// [`glob_matches`] for a pattern without wildcards, the common case (user
+/// names, display names, `type` and `msgtype` values), without the
+/// automaton: equality, or an occurrence between word boundaries.
+fn literal_matches(needle: &str, haystack: &str, words: bool) -> bool {
+    if needle.is_ascii() && haystack.is_ascii() {
+        return ascii_literal_matches(needle.as_bytes(), haystack.as_bytes(), words);
+    }
+    if !words {
+        return needle
+            .chars()
+            .flat_map(char::to_lowercase)
+            .eq(haystack.chars().flat_map(char::to_lowercase));
+    }
+    let needle = lower(needle);
+    let text = lower(haystack);
+    if needle.is_empty() {
+        let tokens: [Token; 0] = [];
+        return run(&tokens, &text, true);
+    }
+    let n = needle.len();
+    (0..text.len().saturating_sub(n - 1)).any(|i| {
+        (i == 0 || !is_word_char(text[i - 1]))
+            && text[i..i + n] == needle[..]
+            && (i + n == text.len() || !is_word_char(text[i + n]))
+    })
+}
+
+/// [`literal_matches`] on ASCII text, byte by byte.
+fn ascii_literal_matches(needle: &[u8], text: &[u8], words: bool) -> bool {
+    if !words {
+        return needle.eq_ignore_ascii_case(text);
+    }
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let n = needle.len();
+    if n == 0 {
+        // An empty pattern matches where a word boundary is on both sides.
+        return (0..=text.len())
+            .any(|i| (i == 0 || !is_word(text[i - 1])) && (i == text.len() || !is_word(text[i])));
+    }
+    (0..text.len().saturating_sub(n - 1)).any(|i| {
+        (i == 0 || !is_word(text[i - 1]))
+            && text[i..i + n].eq_ignore_ascii_case(needle)
+            && (i + n == text.len() || !is_word(text[i + n]))
+    })
 }
 
 /// A linear-time simulation of the pattern as an automaton: `states[j]` means
@@ -667,6 +936,7 @@ fn run(tokens: &[Token], text: &[char], words: bool) -> bool {
     let boundary_before = |i: usize| i == 0 || !is_word_char(text[i - 1]);
     let boundary_after = |i: usize| i == text.len() || !is_word_char(text[i]);
     let mut states = vec![false; m + 1];
+    let mut next = vec![false; m + 1];
     states[0] = true;
     close(&mut states);
     for i in 0..=text.len() {
@@ -680,7 +950,7 @@ fn run(tokens: &[Token], text: &[char], words: bool) -> bool {
         let Some(&c) = text.get(i) else {
             break;
         };
-        let mut next = vec![false; m + 1];
+        next.iter_mut().for_each(|s| *s = false);
         for j in 0..m {
             if !states[j] {
                 continue;
@@ -693,7 +963,7 @@ fn run(tokens: &[Token], text: &[char], words: bool) -> bool {
             }
         }
         close(&mut next);
-        states = next;
+        std::mem::swap(&mut states, &mut next);
         if !words && !states.iter().any(|s| *s) {
             return false;
         }
@@ -1183,5 +1453,63 @@ mod tests {
             &[json!("dont_notify"), json!("coalesce")],
         );
         assert!(!e.notify && !e.highlight);
+    }
+
+    #[test]
+    fn one_memo_across_users_gives_each_their_own_outcome() {
+        // Shared conditions are evaluated once; user-specific ones (a
+        // mention of one user, a display name, a user's own room rule) still
+        // decide per user.
+        let users = [
+            "@alice:example.org",
+            "@carol:example.org",
+            "@dave:example.org",
+        ];
+        let mut custom = default_ruleset(users[2]);
+        custom.room.push(PushRule {
+            rule_id: "!r:example.org".to_owned(),
+            default: false,
+            enabled: true,
+            conditions: None,
+            pattern: None,
+            actions: Vec::new(),
+        });
+        let mut compiler = RuleCompiler::default();
+        let compiled = [
+            compiler.compile(&default_ruleset(users[0])),
+            compiler.compile(&default_ruleset(users[1])),
+            compiler.compile(&custom),
+        ];
+        assert!(compiler.len() < 3 * 20, "shared conditions share ids");
+        let mut event = msg("hi carol liddell");
+        event["content"]["m.mentions"] = json!({ "user_ids": [users[0]] });
+        let names = [None, Some("Carol Liddell"), None];
+        let mut memo = EventMemo::default();
+        for ((user, rules), name) in users.iter().zip(&compiled).zip(names) {
+            let ctx = PushContext {
+                user_id: user,
+                display_name: name,
+                ..ctx()
+            };
+            let shared = rules.evaluate(&event, &ctx, &mut memo).cloned();
+            let alone = rules
+                .evaluate(&event, &ctx, &mut EventMemo::default())
+                .cloned();
+            assert_eq!(shared, alone, "{user}");
+        }
+        let mut outcome = |i: usize| {
+            let ctx = PushContext {
+                user_id: users[i],
+                display_name: names[i],
+                ..ctx()
+            };
+            compiled[i]
+                .evaluate(&event, &ctx, &mut memo)
+                .map(|e| (e.rule_id.clone(), e.highlight))
+        };
+        assert_eq!(outcome(0), Some((".m.rule.is_user_mention".into(), true)));
+        // m.mentions disables the legacy display-name rule.
+        assert_eq!(outcome(1), Some((".m.rule.message".into(), false)));
+        assert_eq!(outcome(2), Some(("!r:example.org".into(), false)));
     }
 }

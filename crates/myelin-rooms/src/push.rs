@@ -12,7 +12,9 @@
 
 use myelin_core::{MatrixError, MatrixResult};
 use myelin_events::auth::{PowerLevel, user_power_level};
-use myelin_events::push::{PushContext, Ruleset, evaluate, merged_ruleset};
+use myelin_events::push::{
+    CompiledRuleset, EventMemo, PushContext, RuleCompiler, Ruleset, merged_ruleset,
+};
 use myelin_events::{Pdu, RoomVersion};
 use myelin_storage::{PushAction, Storage};
 use serde_json::{Value, json};
@@ -41,24 +43,32 @@ pub async fn load_ruleset(storage: &dyn Storage, user_id: &str) -> MatrixResult<
 
 /// What evaluating an event for one user needs of their account data.
 struct UserRules {
-    ruleset: Ruleset,
+    ruleset: CompiledRuleset,
     ignored: HashSet<String>,
 }
 
 /// The cache of users' rules and ignore lists.
 #[derive(Default)]
 pub struct PushRules {
-    users: Mutex<HashMap<String, Arc<UserRules>>>,
+    users: Mutex<CachedRules>,
+}
+
+/// The cached rulesets, compiled by one compiler so that their shared
+/// conditions are evaluated once per event.
+#[derive(Default)]
+struct CachedRules {
+    compiler: RuleCompiler,
+    users: HashMap<String, Arc<UserRules>>,
 }
 
 impl PushRules {
     /// Forgets `user_id`'s cached rules (after their push rules or ignore
     /// list changed).
     pub fn invalidate(&self, user_id: &str) {
-        self.lock().remove(user_id);
+        self.lock().users.remove(user_id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<UserRules>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedRules> {
         self.users.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -70,31 +80,35 @@ impl PushRules {
     ) -> MatrixResult<()> {
         let missing: Vec<&str> = {
             let mut cached = self.lock();
-            if cached.len() > CACHED_USERS_MAX {
-                cached.clear();
+            if cached.users.len() > CACHED_USERS_MAX {
+                // Starting over also forgets conditions no user has any more.
+                *cached = CachedRules::default();
             }
             users
                 .into_iter()
-                .filter(|u| !cached.contains_key(*u))
+                .filter(|u| !cached.users.contains_key(*u))
                 .collect()
         };
         for user_id in missing {
+            let ruleset = load_ruleset(storage, user_id).await?;
+            let ignored = ignored_users(storage, user_id).await?;
+            let mut cached = self.lock();
             let rules = UserRules {
-                ruleset: load_ruleset(storage, user_id).await?,
-                ignored: ignored_users(storage, user_id).await?,
+                ruleset: cached.compiler.compile(&ruleset),
+                ignored,
             };
-            self.lock().insert(user_id.to_owned(), Arc::new(rules));
+            cached.users.insert(user_id.to_owned(), Arc::new(rules));
         }
         Ok(())
     }
 
     fn get(&self, user_id: &str) -> Arc<UserRules> {
-        if let Some(rules) = self.lock().get(user_id) {
+        if let Some(rules) = self.lock().users.get(user_id) {
             return rules.clone();
         }
         // Not preloaded (it always is): the defaults, uncached.
         Arc::new(UserRules {
-            ruleset: merged_ruleset(user_id, None),
+            ruleset: CompiledRuleset::new(&merged_ruleset(user_id, None)),
             ignored: HashSet::new(),
         })
     }
@@ -129,6 +143,7 @@ impl PushRules {
         let thread_id = thread_of(&pdu.content);
         let member_count = joined.len() as u64;
         let mut actions = Vec::new();
+        let mut memo = EventMemo::default();
         let recipients = joined
             .iter()
             .copied()
@@ -152,7 +167,7 @@ impl PushRules {
                 sender_power_level,
                 power_levels,
             };
-            let Some(outcome) = evaluate(&rules.ruleset, &event, &ctx) else {
+            let Some(outcome) = rules.ruleset.evaluate(&event, &ctx, &mut memo) else {
                 continue;
             };
             if !outcome.notify && !outcome.highlight {
@@ -163,7 +178,7 @@ impl PushRules {
                 thread_id: thread_id.clone(),
                 notify: outcome.notify,
                 highlight: outcome.highlight,
-                actions: Value::Array(outcome.actions),
+                actions: Value::Array(outcome.actions.clone()),
             });
         }
         actions

@@ -66,6 +66,7 @@ impl AppState {
             storage.clone(),
             config.push.clone(),
             rooms.events().subscribe(),
+            rooms.notifier().clone(),
         )
         .expect("the push gateway HTTP client builds");
         Self::with_pushers(config, storage, signing_key, rooms, pushers)

@@ -5,7 +5,9 @@
 //! per `http` pusher; each sends that user's notifications, in stream order
 //! and up to the event stream's watermark, to the pusher's gateway
 //! (`POST /_matrix/push/v1/notify`), then records the position it reached
-//! in the pusher's row. A restart resumes from that position: nothing is
+//! in the pusher's row. Caught up, a task sleeps until the room writer's
+//! notifier says its user has news, so a busy server does not make every
+//! pusher query on every event. A restart resumes from that position: nothing is
 //! lost, and nothing is sent twice unless the server stops between a
 //! gateway's answer and the write of that position (gateways de-duplicate
 //! by `event_id`, as the spec asks).
@@ -27,6 +29,7 @@ mod worker;
 pub use gateway::{Gateway, NotifyError};
 
 use myelin_core::config::PushConfig;
+use myelin_rooms::Notifier;
 use myelin_storage::{DynStorage, Pusher, StorageResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,6 +87,9 @@ pub(crate) struct Shared {
     pub(crate) gateway: Gateway,
     /// The event stream's watermark: notifications are read up to it.
     pub(crate) watermark: watch::Receiver<i64>,
+    /// Wakes a user's pusher when something new concerns the user (an event
+    /// in one of their rooms), rather than on every event of the server.
+    pub(crate) notifier: Arc<Notifier>,
     pub(crate) requests: Semaphore,
     tasks: Mutex<HashMap<PusherKey, Running>>,
     generation: AtomicU64,
@@ -99,11 +105,13 @@ struct Running {
 
 impl Pushers {
     /// A service with no pusher running yet; `watermark` follows the event
-    /// stream's watermark (`StreamTracker::subscribe`).
+    /// stream's watermark (`StreamTracker::subscribe`), and `notifier` is the
+    /// room writer's, which wakes a pusher when its user has news.
     pub fn new(
         storage: DynStorage,
         config: PushConfig,
         watermark: watch::Receiver<i64>,
+        notifier: Arc<Notifier>,
     ) -> Result<Self, PushError> {
         let gateway = Gateway::new(&config)?;
         Ok(Self {
@@ -112,6 +120,7 @@ impl Pushers {
                 config,
                 gateway,
                 watermark,
+                notifier,
                 requests: Semaphore::new(REQUESTS_IN_FLIGHT_MAX),
                 tasks: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),

@@ -86,18 +86,24 @@ impl Worker<'_> {
         // Read up to here: no notification lies in (delivered, cursor]
         // that is not delivered or skipped.
         let mut cursor = self.delivered;
-        let mut watermark = self.shared.watermark.clone();
+        // Subscribed before the first read, so no wake-up is lost.
+        let mut news = self.shared.notifier.subscribe(&self.key.user_id);
+        // Read everything up to the watermark: wait for news before the next
+        // read (on a busy server the watermark moves all the time, mostly
+        // for other users).
+        let mut caught_up = false;
         loop {
             if self.stopped() {
                 return End::Stopped;
             }
-            let upto = *watermark.borrow_and_update();
-            if upto <= cursor {
+            let upto = *self.shared.watermark.borrow();
+            if upto <= cursor || caught_up {
+                caught_up = false;
                 let mut stop = self.stop.clone();
                 tokio::select! {
-                    changed = watermark.wait_for(|w| *w > cursor) => {
+                    changed = news.changed() => {
                         if changed.is_err() {
-                            // The room writer is gone: the server is stopping.
+                            // The notifier closed: the server is stopping.
                             return End::Stopped;
                         }
                     }
@@ -141,6 +147,7 @@ impl Worker<'_> {
             }
             if !full {
                 cursor = cursor.max(upto);
+                caught_up = true;
             }
         }
     }

@@ -88,6 +88,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         storage.clone(),
         config.push.clone(),
         rooms.events().subscribe(),
+        rooms.notifier().clone(),
     )
     .context("cannot start push delivery")?;
     let started = pushers

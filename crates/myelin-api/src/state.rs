@@ -53,9 +53,6 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// State with a push service of its own, none of whose pushers runs
     /// until `pushers.start_all()`.
-    ///
-    /// Panics if the push gateway HTTP client cannot be built; the server
-    /// uses [`AppState::with_pushers`] to report that as an error instead.
     pub fn new(
         config: Config,
         storage: DynStorage,
@@ -67,8 +64,7 @@ impl AppState {
             config.push.clone(),
             rooms.events().subscribe(),
             rooms.notifier().clone(),
-        )
-        .expect("the push gateway HTTP client builds");
+        );
         Self::with_pushers(config, storage, signing_key, rooms, pushers)
     }
 

@@ -14,7 +14,7 @@ use myelin_core::net::is_public_ip;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Largest gateway answer read; the only thing in it is `rejected`.
@@ -62,36 +62,47 @@ impl Resolve for PublicOnlyResolver {
     }
 }
 
-/// A client for push gateways, built once from the `[push]` config.
+/// A client for push gateways, from the `[push]` config. The HTTP client
+/// (and its TLS stack, a few MB) is built on the first delivery, so a
+/// server without pushers does not carry it.
 #[derive(Clone)]
 pub struct Gateway {
-    client: reqwest::Client,
+    client: Arc<OnceLock<reqwest::Client>>,
+    timeout: Duration,
     allow_private_addresses: bool,
 }
 
 impl Gateway {
-    pub fn new(config: &PushConfig) -> Result<Self, reqwest::Error> {
-        let timeout = Duration::from_secs(config.request_timeout_secs);
+    pub fn new(config: &PushConfig) -> Self {
+        Self {
+            client: Arc::new(OnceLock::new()),
+            timeout: Duration::from_secs(config.request_timeout_secs),
+            allow_private_addresses: config.allow_private_addresses,
+        }
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("Myelin/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout)
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
-        if !config.allow_private_addresses {
+        if !self.allow_private_addresses {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
         }
-        Ok(Self {
-            client: builder.build()?,
-            allow_private_addresses: config.allow_private_addresses,
-        })
+        let built = builder.build()?;
+        Ok(self.client.get_or_init(|| built))
     }
 
     /// POSTs `body` to `url`; on a 2xx answer, returns its `rejected`
     /// pushkeys (none if the body has no such list).
     pub async fn notify(&self, url: &str, body: &Value) -> Result<Vec<String>, NotifyError> {
         let url = self.check_url(url)?;
-        let response = self.client.post(url).json(body).send().await?;
+        let response = self.client()?.post(url).json(body).send().await?;
         let status = response.status();
         if !status.is_success() {
             return Err(NotifyError::Status(status.as_u16()));
@@ -183,7 +194,6 @@ mod tests {
             request_timeout_secs: 2,
             ..PushConfig::default()
         })
-        .expect("the client builds")
     }
 
     #[test]

@@ -67,13 +67,6 @@ impl PusherKey {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PushError {
-    #[error("cannot build the push gateway HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-}
-
 /// The delivery service: one task per running `http` pusher. Cheap to clone.
 #[derive(Clone)]
 pub struct Pushers {
@@ -112,9 +105,9 @@ impl Pushers {
         config: PushConfig,
         watermark: watch::Receiver<i64>,
         notifier: Arc<Notifier>,
-    ) -> Result<Self, PushError> {
-        let gateway = Gateway::new(&config)?;
-        Ok(Self {
+    ) -> Self {
+        let gateway = Gateway::new(&config);
+        Self {
             shared: Arc::new(Shared {
                 storage,
                 config,
@@ -126,7 +119,7 @@ impl Pushers {
                 generation: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// Starts every stored `http` pusher (at server start); returns how many.

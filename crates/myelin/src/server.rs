@@ -89,8 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.push.clone(),
         rooms.events().subscribe(),
         rooms.notifier().clone(),
-    )
-    .context("cannot start push delivery")?;
+    );
     let started = pushers
         .start_all()
         .await

@@ -15,54 +15,17 @@ const V3: &str = "/_matrix/client/v3";
 
 /// A public room of `owner` that `others` joined.
 async fn room_with(server: &TestServer, owner: &Session, others: &[&Session]) -> String {
-    let (status, resp) = server
-        .post(
-            &format!("{V3}/createRoom"),
-            Some(&owner.access_token),
-            json!({ "preset": "public_chat" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{resp}");
-    let room = resp["room_id"].as_str().unwrap().to_owned();
-    for s in others {
-        join(server, s, &room).await;
-    }
-    room
-}
-
-async fn join(server: &TestServer, s: &Session, room: &str) {
-    let (status, body) = server
-        .post(
-            &format!("{V3}/rooms/{room}/join"),
-            Some(&s.access_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "join: {body}");
+    server
+        .room_with(owner, json!({ "preset": "public_chat" }), others)
+        .await
 }
 
 async fn send(server: &TestServer, s: &Session, room: &str, kind: &str, content: Value) -> String {
-    let txn = format!("t{}", rand::random::<u64>());
-    let (status, body) = server
-        .put(
-            &format!("{V3}/rooms/{room}/send/{kind}/{txn}"),
-            Some(&s.access_token),
-            content,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "send failed: {body}");
-    body["event_id"].as_str().unwrap().to_owned()
+    server.send_event(s, room, kind, content).await
 }
 
 async fn say(server: &TestServer, s: &Session, room: &str, text: &str) -> String {
-    send(
-        server,
-        s,
-        room,
-        "m.room.message",
-        json!({ "msgtype": "m.text", "body": text }),
-    )
-    .await
+    server.say(s, room, text).await
 }
 
 async fn reply_in_thread(
@@ -253,7 +216,7 @@ async fn bundles_stop_at_departure(backend: Backend) {
     );
 
     // Back in the room, Bob sees the room as it is now.
-    join(&server, &bob, &room).await;
+    server.join_room(&bob, &room).await;
     assert_bundle(&event(&server, &bob, &room, &root).await, &everything);
     server.stop().await;
 }

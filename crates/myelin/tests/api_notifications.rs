@@ -18,48 +18,6 @@ backend_tests!(
     notifications_refuse_bad_parameters,
 );
 
-async fn create_room(server: &TestServer, token: &str) -> String {
-    let (status, body) = server
-        .post(
-            &format!("{V3}/createRoom"),
-            Some(token),
-            json!({ "preset": "public_chat" }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["room_id"].as_str().expect("room_id").to_owned()
-}
-
-async fn join(server: &TestServer, token: &str, room: &str) {
-    let (status, body) = server
-        .post(&format!("{V3}/rooms/{room}/join"), Some(token), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
-async fn send(server: &TestServer, token: &str, room: &str, content: Value) -> String {
-    let txn = format!("t{}", rand::random::<u64>());
-    let (status, body) = server
-        .put(
-            &format!("{V3}/rooms/{room}/send/m.room.message/{txn}"),
-            Some(token),
-            content,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["event_id"].as_str().expect("event_id").to_owned()
-}
-
-async fn text(server: &TestServer, token: &str, room: &str, body: &str) -> String {
-    send(
-        server,
-        token,
-        room,
-        json!({ "msgtype": "m.text", "body": body }),
-    )
-    .await
-}
-
 async fn put_ok(server: &TestServer, token: &str, path: &str, body: Value) {
     let (status, resp) = server.put(path, Some(token), body).await;
     assert_eq!(status, StatusCode::OK, "PUT {path}: {resp}");
@@ -103,12 +61,12 @@ async fn unread_counts_follow_the_users_push_rules(backend: Backend) {
     let alice = server.register("alice", "password-alice").await;
     let bob = server.register("bob", "password-bob").await;
     let carol = server.register("carol", "password-carol").await;
-    let room = create_room(&server, &alice.access_token).await;
-    join(&server, &bob.access_token, &room).await;
-    join(&server, &carol.access_token, &room).await;
+    let room = server
+        .room_with(&alice, json!({ "preset": "public_chat" }), &[&bob, &carol])
+        .await;
 
     // The defaults: a message in a group room notifies, without highlight.
-    text(&server, &alice.access_token, &room, "hello").await;
+    server.say(&alice, &room, "hello").await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (1, 0));
 
     // Bob mutes the room with a room rule: later messages do not count.
@@ -119,7 +77,7 @@ async fn unread_counts_follow_the_users_push_rules(backend: Backend) {
         json!({ "actions": [] }),
     )
     .await;
-    text(&server, &alice.access_token, &room, "muted").await;
+    server.say(&alice, &room, "muted").await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (1, 0));
     // Carol's rules are her own: she counts both.
     assert_eq!(unread(&server, &carol.access_token, &room).await, (2, 0));
@@ -133,7 +91,7 @@ async fn unread_counts_follow_the_users_push_rules(backend: Backend) {
                 "actions": ["notify", { "set_tweak": "highlight" }] }),
     )
     .await;
-    text(&server, &alice.access_token, &room, "who wants pineapple").await;
+    server.say(&alice, &room, "who wants pineapple").await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (2, 1));
 
     // Disabling the room rule brings the defaults back.
@@ -144,7 +102,7 @@ async fn unread_counts_follow_the_users_push_rules(backend: Backend) {
         json!({ "enabled": false }),
     )
     .await;
-    text(&server, &alice.access_token, &room, "back").await;
+    server.say(&alice, &room, "back").await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (3, 1));
 
     // The master rule silences everything.
@@ -155,7 +113,7 @@ async fn unread_counts_follow_the_users_push_rules(backend: Backend) {
         json!({ "enabled": true }),
     )
     .await;
-    text(&server, &alice.access_token, &room, "quiet").await;
+    server.say(&alice, &room, "quiet").await;
     // The four messages before it, and not it.
     assert_eq!(unread(&server, &carol.access_token, &room).await, (4, 0));
     server.stop().await;
@@ -166,9 +124,9 @@ async fn ignored_senders_and_redactions_do_not_notify(backend: Backend) {
     let alice = server.register("alice", "password-alice").await;
     let bob = server.register("bob", "password-bob").await;
     let carol = server.register("carol", "password-carol").await;
-    let room = create_room(&server, &alice.access_token).await;
-    join(&server, &bob.access_token, &room).await;
-    join(&server, &carol.access_token, &room).await;
+    let room = server
+        .room_with(&alice, json!({ "preset": "public_chat" }), &[&bob, &carol])
+        .await;
 
     put_ok(
         &server,
@@ -177,20 +135,21 @@ async fn ignored_senders_and_redactions_do_not_notify(backend: Backend) {
         json!({ "ignored_users": { carol.user_id.clone(): {} } }),
     )
     .await;
-    text(&server, &carol.access_token, &room, "ignored").await;
+    server.say(&carol, &room, "ignored").await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (0, 0));
     // Alice does not ignore Carol.
     assert_eq!(unread(&server, &alice.access_token, &room).await, (1, 0));
 
     // A redacted message stops counting.
-    let mention = send(
-        &server,
-        &alice.access_token,
-        &room,
-        json!({ "msgtype": "m.text", "body": "bob!",
+    let mention = server
+        .send_event(
+            &alice,
+            &room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "bob!",
                 "m.mentions": { "user_ids": [bob.user_id] } }),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(unread(&server, &bob.access_token, &room).await, (1, 1));
     put_ok(
         &server,
@@ -208,26 +167,22 @@ async fn notifications_list_page_and_filter(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice", "password-alice").await;
     let bob = server.register("bob", "password-bob").await;
-    let room = create_room(&server, &alice.access_token).await;
-    join(&server, &bob.access_token, &room).await;
+    let room = server
+        .room_with(&alice, json!({ "preset": "public_chat" }), &[&bob])
+        .await;
 
-    let first = text(&server, &alice.access_token, &room, "one").await;
-    let mention = send(
-        &server,
-        &alice.access_token,
-        &room,
-        json!({ "msgtype": "m.text", "body": "bob, look",
+    let first = server.say(&alice, &room, "one").await;
+    let mention = server
+        .send_event(
+            &alice,
+            &room,
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": "bob, look",
                 "m.mentions": { "user_ids": [bob.user_id] } }),
-    )
-    .await;
-    let last = text(&server, &alice.access_token, &room, "three").await;
-    text(
-        &server,
-        &bob.access_token,
-        &room,
-        "own messages never notify",
-    )
-    .await;
+        )
+        .await;
+    let last = server.say(&alice, &room, "three").await;
+    server.say(&bob, &room, "own messages never notify").await;
 
     let body = notifications(&server, &bob.access_token, "").await;
     assert_eq!(

@@ -181,47 +181,16 @@ async fn pushers(server: &TestServer, s: &Session) -> Vec<Value> {
 /// A room of exactly `owner` and `other` (a one-to-one room for the
 /// default push rules), named `name`.
 async fn room_of_two(server: &TestServer, owner: &Session, other: &Session, name: &str) -> String {
-    let (status, body) = server
-        .post(
-            &format!("{V3}/createRoom"),
-            Some(&owner.access_token),
-            json!({ "preset": "public_chat", "name": name }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let room = body["room_id"].as_str().expect("room_id").to_owned();
-    let (status, body) = server
-        .post(
-            &format!("{V3}/rooms/{room}/join"),
-            Some(&other.access_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    room
+    let body = json!({ "preset": "public_chat", "name": name });
+    server.room_with(owner, body, &[other]).await
 }
 
 async fn send(server: &TestServer, s: &Session, room: &str, content: Value) -> String {
-    let txn = format!("t{}", rand::random::<u64>());
-    let (status, body) = server
-        .put(
-            &format!("{V3}/rooms/{room}/send/m.room.message/{txn}"),
-            Some(&s.access_token),
-            content,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["event_id"].as_str().expect("event_id").to_owned()
+    server.send_event(s, room, "m.room.message", content).await
 }
 
 async fn text(server: &TestServer, s: &Session, room: &str, body: &str) -> String {
-    send(
-        server,
-        s,
-        room,
-        json!({ "msgtype": "m.text", "body": body }),
-    )
-    .await
+    server.say(s, room, body).await
 }
 
 async fn set_get_and_delete_pushers(backend: Backend) {

@@ -274,6 +274,55 @@ impl TestServer {
         }
     }
 
+    /// Creates a room as `owner` with the `createRoom` body `body`, has
+    /// each of `others` join it, and returns its id.
+    pub async fn room_with(&self, owner: &Session, body: Value, others: &[&Session]) -> String {
+        let (status, resp) = self
+            .post(
+                "/_matrix/client/v3/createRoom",
+                Some(&owner.access_token),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "createRoom: {resp}");
+        let room = resp["room_id"].as_str().expect("room_id").to_owned();
+        for s in others {
+            self.join_room(s, &room).await;
+        }
+        room
+    }
+
+    pub async fn join_room(&self, s: &Session, room: &str) {
+        let (status, resp) = self
+            .post(
+                &format!("/_matrix/client/v3/rooms/{room}/join"),
+                Some(&s.access_token),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "join: {resp}");
+    }
+
+    /// Sends an event of `kind` with a fresh transaction id; its event id.
+    pub async fn send_event(&self, s: &Session, room: &str, kind: &str, content: Value) -> String {
+        let txn = format!("t{}", rand::random::<u64>());
+        let (status, resp) = self
+            .put(
+                &format!("/_matrix/client/v3/rooms/{room}/send/{kind}/{txn}"),
+                Some(&s.access_token),
+                content,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "send: {resp}");
+        resp["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Sends an `m.text` message.
+    pub async fn say(&self, s: &Session, room: &str, text: &str) -> String {
+        let content = json!({ "msgtype": "m.text", "body": text });
+        self.send_event(s, room, "m.room.message", content).await
+    }
+
     /// Logs in with a password and returns the raw response.
     pub async fn login(&self, user: &str, password: &str) -> (StatusCode, Value) {
         let body = json!({

@@ -109,6 +109,7 @@ pub struct LocalRoomWriter {
     events: Arc<StreamTracker>,
     receipts: Arc<StreamTracker>,
     account_data: Arc<StreamTracker>,
+    to_device: Arc<StreamTracker>,
     notifier: Arc<Notifier>,
     push: PushRules,
     rooms: Mutex<HashMap<String, Arc<RoomSlot>>>,
@@ -124,6 +125,7 @@ impl LocalRoomWriter {
         let events = tracker(&storage, Stream::Events).await?;
         let receipts = tracker(&storage, Stream::Receipts).await?;
         let account_data = tracker(&storage, Stream::AccountData).await?;
+        let to_device = tracker(&storage, Stream::ToDevice).await?;
         Ok(Self {
             storage,
             server_name,
@@ -131,6 +133,7 @@ impl LocalRoomWriter {
             events,
             receipts,
             account_data,
+            to_device,
             notifier: Arc::new(Notifier::new()),
             push: PushRules::default(),
             rooms: Mutex::new(HashMap::new()),
@@ -151,6 +154,11 @@ impl LocalRoomWriter {
     /// The account-data stream's tracker, used the same way.
     pub fn account_data(&self) -> &Arc<StreamTracker> {
         &self.account_data
+    }
+
+    /// The to-device stream's tracker, used the same way.
+    pub fn to_device(&self) -> &Arc<StreamTracker> {
+        &self.to_device
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

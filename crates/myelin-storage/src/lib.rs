@@ -13,6 +13,7 @@
 //! passwords and checks expiry).
 
 pub mod directory;
+pub mod keys;
 mod migrate;
 pub mod postgres;
 pub mod push;
@@ -20,11 +21,13 @@ pub mod relations;
 pub mod rooms;
 pub mod search;
 pub mod sqlite;
+pub mod to_device;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use directory::{DirectoryStore, NewReport, Report};
+pub use keys::{DeviceKeys, KeyStore, OneTimeKey};
 pub use migrate::{Migration, MigrationReport};
 pub use push::{Notification, PushAction, PushStore, Pusher, UnreadAction};
 pub use relations::{
@@ -36,6 +39,7 @@ pub use rooms::{
     UserMembership,
 };
 pub use search::{SearchHit, SearchKey, SearchOrder, SearchPage, SearchQuery, SearchStore};
+pub use to_device::{ToDeviceMessage, ToDeviceRecipient, ToDeviceStore};
 
 /// Every failure of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +334,8 @@ pub trait Storage:
     + DirectoryStore
     + SearchStore
     + PushStore
+    + KeyStore
+    + ToDeviceStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

@@ -58,6 +58,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "push",
         sql: include_str!("../../../sql/sqlite/0006_push.sql"),
     },
+    Migration {
+        version: 7,
+        name: "keys",
+        sql: include_str!("../../../sql/sqlite/0007_keys.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "to_device",
+        sql: include_str!("../../../sql/sqlite/0008_to_device.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -91,6 +101,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "push",
         sql: include_str!("../../../sql/postgres/0006_push.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "keys",
+        sql: include_str!("../../../sql/postgres/0007_keys.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "to_device",
+        sql: include_str!("../../../sql/postgres/0008_to_device.sql"),
     },
 ];
 

@@ -18,10 +18,12 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 mod directory;
+mod keys;
 mod push;
 mod relations;
 mod rooms;
 mod search;
+mod to_device;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{
@@ -405,16 +407,20 @@ enum Devices<'a> {
     AllBut(Option<&'a str>),
 }
 
-/// Deletes devices of `user_id` and every token of theirs; returns how many
-/// devices were deleted.
+/// Deletes devices of `user_id` and every token, pending to-device message
+/// and end-to-end key of theirs; returns how many devices were deleted.
 async fn delete_devices(
     client: &impl GenericClient,
     user_id: &str,
     which: Devices<'_>,
 ) -> StorageResult<u64> {
-    let (sql, device): (&[&str; 3], Option<&str>) = match which {
+    let (sql, device): (&[&str; 7], Option<&str>) = match which {
         Devices::One(device) => (
             &[
+                "DELETE FROM to_device_inbox WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
@@ -423,6 +429,14 @@ async fn delete_devices(
         ),
         Devices::AllBut(keep) => (
             &[
+                "DELETE FROM to_device_inbox
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
+                "DELETE FROM device_keys
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
+                "DELETE FROM one_time_keys
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
+                "DELETE FROM fallback_keys
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
                 "DELETE FROM access_tokens
                  WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
                 "DELETE FROM refresh_tokens
@@ -432,9 +446,12 @@ async fn delete_devices(
             keep,
         ),
     };
-    execute(client, sql[0], &[&user_id, &device]).await?;
-    execute(client, sql[1], &[&user_id, &device]).await?;
-    execute(client, sql[2], &[&user_id, &device]).await
+    // The devices themselves last: the count returned is theirs.
+    let [rest @ .., devices] = sql;
+    for statement in rest {
+        execute(client, statement, &[&user_id, &device]).await?;
+    }
+    execute(client, devices, &[&user_id, &device]).await
 }
 
 /// Stores a session's access token (and refresh token, if any).

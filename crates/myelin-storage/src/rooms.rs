@@ -253,6 +253,8 @@ pub enum Stream {
     Events,
     Receipts,
     AccountData,
+    /// To-device messages ([`crate::ToDeviceStore`]).
+    ToDevice,
 }
 
 #[async_trait]

@@ -27,10 +27,12 @@ use rusqlite::{
 use tokio::sync::{Mutex, Semaphore};
 
 mod directory;
+mod keys;
 mod push;
 mod relations;
 mod rooms;
 mod search;
+mod to_device;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{
@@ -441,16 +443,20 @@ enum Devices<'a> {
     AllBut(Option<&'a str>),
 }
 
-/// Deletes devices of `user_id` and every token of theirs; returns how many
-/// devices were deleted.
+/// Deletes devices of `user_id` and every token, pending to-device message
+/// and end-to-end key of theirs; returns how many devices were deleted.
 fn delete_devices(
     tx: &Transaction<'_>,
     user_id: &str,
     which: Devices<'_>,
 ) -> rusqlite::Result<usize> {
-    let (sql, device): (&[&str; 3], Option<&str>) = match which {
+    let (sql, device): (&[&str; 7], Option<&str>) = match which {
         Devices::One(device) => (
             &[
+                "DELETE FROM to_device_inbox WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM device_keys WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2",
+                "DELETE FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM refresh_tokens WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
@@ -459,6 +465,10 @@ fn delete_devices(
         ),
         Devices::AllBut(keep) => (
             &[
+                "DELETE FROM to_device_inbox WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
+                "DELETE FROM device_keys WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
+                "DELETE FROM one_time_keys WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
+                "DELETE FROM fallback_keys WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM access_tokens WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM refresh_tokens WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM devices WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
@@ -466,11 +476,14 @@ fn delete_devices(
             keep,
         ),
     };
-    tx.prepare_cached(sql[0])?
-        .execute(params![user_id, device])?;
-    tx.prepare_cached(sql[1])?
-        .execute(params![user_id, device])?;
-    tx.prepare_cached(sql[2])?.execute(params![user_id, device])
+    // The devices themselves last: the count returned is theirs.
+    let [rest @ .., devices] = sql;
+    for statement in rest {
+        tx.prepare_cached(statement)?
+            .execute(params![user_id, device])?;
+    }
+    tx.prepare_cached(devices)?
+        .execute(params![user_id, device])
 }
 
 #[async_trait]

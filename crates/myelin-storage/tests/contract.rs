@@ -105,6 +105,11 @@ contract! {
         search_orders_pages_and_filters,
         push_actions_count_list_and_are_forgotten,
         pushers_put_list_progress_and_delete,
+        to_device_inbox_once_per_txn_read_in_order_and_acknowledged,
+        keys_device_keys_put_query_and_change_log,
+        keys_one_time_keys_upload_count_and_conflict,
+        keys_claim_one_time_then_fallback,
+        keys_concurrent_claims_hand_out_each_key_once,
     ],
     db: [
         migrations_apply_once,
@@ -3848,6 +3853,74 @@ async fn search_orders_pages_and_filters(store: DynStorage) {
     assert_eq!(hit_ids(&run(q).await), ["$two"]);
 }
 
+// ---------------------------------------------------------------- to-device
+
+async fn to_device_inbox_once_per_txn_read_in_order_and_acknowledged(store: DynStorage) {
+    let bob = ("@bob:test".to_owned(), "PHONE".to_owned());
+    let recipients = |n: i64| vec![(bob.0.clone(), bob.1.clone(), json!({ "n": n }))];
+    let mut positions = Vec::new();
+    for (txn, n) in [("t1", 1), ("t2", 2), ("t3", 3)] {
+        let pos = store
+            .next_stream_pos(Stream::ToDevice)
+            .await
+            .expect("position");
+        assert!(
+            store
+                .put_to_device("@alice:test", "LAPTOP", txn, "m.test", &recipients(n), pos)
+                .await
+                .expect("put_to_device")
+        );
+        positions.push(pos);
+    }
+    // The same transaction again stores nothing.
+    let pos = store
+        .next_stream_pos(Stream::ToDevice)
+        .await
+        .expect("position");
+    assert!(
+        !store
+            .put_to_device("@alice:test", "LAPTOP", "t1", "m.test", &recipients(9), pos)
+            .await
+            .expect("put_to_device")
+    );
+    let inbox = store
+        .to_device_messages(&bob.0, &bob.1, i64::MIN, i64::MAX, 10)
+        .await
+        .expect("inbox");
+    let got: Vec<(i64, &str, &str, i64)> = inbox
+        .iter()
+        .map(|m| {
+            (
+                m.stream_pos,
+                m.sender.as_str(),
+                m.kind.as_str(),
+                m.content["n"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (positions[0], "@alice:test", "m.test", 1),
+            (positions[1], "@alice:test", "m.test", 2),
+            (positions[2], "@alice:test", "m.test", 3),
+        ]
+    );
+    let page = store
+        .to_device_messages(&bob.0, &bob.1, positions[0], positions[2], 1)
+        .await
+        .expect("inbox");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].stream_pos, positions[1]);
+    // Acknowledging deletes up to a position; the greatest position stays.
+    let deleted = store
+        .delete_to_device_messages(&bob.0, &bob.1, positions[2])
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 3);
+    assert!(store.max_stream_pos(Stream::ToDevice).await.expect("max") >= positions[2]);
+}
+
 // ---------------------------------------------------------------- push
 
 fn push_action(user_id: &str, thread: Option<&str>, notify: bool, highlight: bool) -> PushAction {
@@ -4061,4 +4134,287 @@ async fn pushers_put_list_progress_and_delete(store: DynStorage) {
             .expect("delete")
     );
     assert!(store.all_pushers().await.expect("all").is_empty());
+}
+
+fn otk(algorithm: &str, key_id: &str, key: &str) -> myelin_storage::OneTimeKey {
+    myelin_storage::OneTimeKey {
+        algorithm: algorithm.to_owned(),
+        key_id: key_id.to_owned(),
+        key: json!({ "key": key, "signatures": {} }),
+    }
+}
+
+async fn keys_device_keys_put_query_and_change_log(store: DynStorage) {
+    let alice = create_user(&store, "alice").await;
+    let bob = create_user(&store, "bob").await;
+    for (user, device, digest) in [
+        (&alice, "PHONE", b"a1"),
+        (&alice, "LAPTOP", b"a2"),
+        (&bob, "TABLET", b"b1"),
+    ] {
+        store
+            .create_session(session(user, device, digest, None), Some(device), None)
+            .await
+            .expect("session");
+    }
+    assert_eq!(store.device_keys(&alice, "PHONE").await.expect("get"), None);
+    let phone = json!({ "user_id": alice, "device_id": "PHONE", "keys": { "ed25519:PHONE": "x" } });
+    let laptop = json!({ "user_id": alice, "device_id": "LAPTOP", "keys": {} });
+    store
+        .put_device_keys(&alice, "PHONE", &phone, 10)
+        .await
+        .expect("put");
+    store
+        .put_device_keys(&alice, "LAPTOP", &laptop, 12)
+        .await
+        .expect("put");
+    store
+        .put_device_keys(&bob, "TABLET", &json!({ "keys": {} }), 20)
+        .await
+        .expect("put");
+    // Unchanged keys log no change.
+    store
+        .put_device_keys(&alice, "PHONE", &phone, 30)
+        .await
+        .expect("put again");
+    assert_eq!(
+        store.device_keys(&alice, "PHONE").await.expect("get"),
+        Some(phone.clone())
+    );
+
+    let all = store.user_device_keys(&alice, &[]).await.expect("all");
+    let ids: Vec<_> = all.iter().map(|k| k.device_id.as_str()).collect();
+    assert_eq!(ids, ["LAPTOP", "PHONE"]);
+    assert_eq!(all[1].keys, phone);
+    assert_eq!(all[1].display_name.as_deref(), Some("PHONE"));
+    let one = store
+        .user_device_keys(&alice, &["PHONE".to_owned(), "NOPE".to_owned()])
+        .await
+        .expect("one");
+    assert_eq!(one.len(), 1);
+    // Keys of a deleted device are not served.
+    assert!(store.delete_device(&alice, "LAPTOP").await.expect("delete"));
+    assert_eq!(
+        store
+            .user_device_keys(&alice, &[])
+            .await
+            .expect("all")
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        store.device_list_changes(0, 100).await.expect("changes"),
+        [alice.clone(), bob.clone()]
+    );
+    assert_eq!(
+        store.device_list_changes(10, 12).await.expect("changes"),
+        [alice.as_str()]
+    );
+    assert_eq!(
+        store.device_list_changes(13, 20).await.expect("changes"),
+        [bob.as_str()]
+    );
+    assert!(
+        store
+            .device_list_changes(21, 100)
+            .await
+            .expect("changes")
+            .is_empty()
+    );
+}
+
+async fn keys_one_time_keys_upload_count_and_conflict(store: DynStorage) {
+    let alice = create_user(&store, "alice").await;
+    assert!(
+        store
+            .one_time_key_counts(&alice, "D")
+            .await
+            .expect("count")
+            .is_empty()
+    );
+    store
+        .put_one_time_keys(
+            &alice,
+            "D",
+            &[
+                otk("signed_curve25519", "A", "ka"),
+                otk("signed_curve25519", "B", "kb"),
+                otk("curve25519", "C", "kc"),
+            ],
+        )
+        .await
+        .expect("put");
+    // The same key again is fine; other devices count apart.
+    store
+        .put_one_time_keys(&alice, "D", &[otk("signed_curve25519", "A", "ka")])
+        .await
+        .expect("same again");
+    store
+        .put_one_time_keys(&alice, "E", &[otk("signed_curve25519", "A", "other")])
+        .await
+        .expect("other device");
+    let counts = store.one_time_key_counts(&alice, "D").await.expect("count");
+    assert_eq!(
+        counts,
+        BTreeMap::from([
+            ("curve25519".to_owned(), 1),
+            ("signed_curve25519".to_owned(), 2)
+        ])
+    );
+    // A stored key id with other content: the whole upload is refused.
+    let refused = store
+        .put_one_time_keys(
+            &alice,
+            "D",
+            &[
+                otk("signed_curve25519", "Z", "kz"),
+                otk("signed_curve25519", "A", "changed"),
+            ],
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StorageError::Conflict(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.one_time_key_counts(&alice, "D").await.expect("count")["signed_curve25519"],
+        2
+    );
+}
+
+async fn keys_claim_one_time_then_fallback(store: DynStorage) {
+    let alice = create_user(&store, "alice").await;
+    assert_eq!(
+        store
+            .claim_key(&alice, "D", "signed_curve25519")
+            .await
+            .expect("claim"),
+        None
+    );
+    store
+        .put_one_time_keys(
+            &alice,
+            "D",
+            &[
+                otk("signed_curve25519", "A", "ka"),
+                otk("signed_curve25519", "B", "kb"),
+            ],
+        )
+        .await
+        .expect("put");
+    store
+        .put_fallback_keys(&alice, "D", &[otk("signed_curve25519", "F1", "kf1")])
+        .await
+        .expect("fallback");
+    assert_eq!(
+        store
+            .unused_fallback_key_types(&alice, "D")
+            .await
+            .expect("types"),
+        ["signed_curve25519"]
+    );
+    let first = store
+        .claim_key(&alice, "D", "signed_curve25519")
+        .await
+        .expect("claim");
+    let second = store
+        .claim_key(&alice, "D", "signed_curve25519")
+        .await
+        .expect("claim");
+    let mut ids = vec![first.expect("first").key_id, second.expect("second").key_id];
+    ids.sort();
+    assert_eq!(ids, ["A", "B"]);
+    assert!(
+        store
+            .one_time_key_counts(&alice, "D")
+            .await
+            .expect("count")
+            .is_empty()
+    );
+    // No one-time key left: the fallback key, marked used, still available.
+    for _ in 0..2 {
+        let fallback = store
+            .claim_key(&alice, "D", "signed_curve25519")
+            .await
+            .expect("claim")
+            .expect("fallback");
+        assert_eq!(fallback, otk("signed_curve25519", "F1", "kf1"));
+    }
+    assert!(
+        store
+            .unused_fallback_key_types(&alice, "D")
+            .await
+            .expect("types")
+            .is_empty()
+    );
+    // A new fallback key replaces the old one, unused.
+    store
+        .put_fallback_keys(&alice, "D", &[otk("signed_curve25519", "F2", "kf2")])
+        .await
+        .expect("fallback");
+    assert_eq!(
+        store
+            .unused_fallback_key_types(&alice, "D")
+            .await
+            .expect("types"),
+        ["signed_curve25519"]
+    );
+    let fallback = store
+        .claim_key(&alice, "D", "signed_curve25519")
+        .await
+        .expect("claim")
+        .expect("fallback");
+    assert_eq!(fallback.key_id, "F2");
+    assert_eq!(
+        store
+            .claim_key(&alice, "D", "curve25519")
+            .await
+            .expect("claim"),
+        None
+    );
+}
+
+async fn keys_concurrent_claims_hand_out_each_key_once(store: DynStorage) {
+    let alice = create_user(&store, "alice").await;
+    let keys: Vec<_> = (0..20)
+        .map(|i| otk("signed_curve25519", &format!("K{i:02}"), &format!("k{i}")))
+        .collect();
+    store
+        .put_one_time_keys(&alice, "D", &keys)
+        .await
+        .expect("put");
+    store
+        .put_fallback_keys(&alice, "D", &[otk("signed_curve25519", "FB", "kfb")])
+        .await
+        .expect("fallback");
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let store = Arc::clone(&store);
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .claim_key(&alice, "D", "signed_curve25519")
+                .await
+                .expect("claim")
+                .expect("a key")
+                .key_id
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("task"));
+    }
+    let fallbacks = ids.iter().filter(|id| *id == "FB").count();
+    let mut once: Vec<_> = ids.iter().filter(|id| *id != "FB").cloned().collect();
+    once.sort();
+    let before = once.len();
+    once.dedup();
+    assert_eq!(
+        once.len(),
+        before,
+        "a one-time key was handed out twice: {ids:?}"
+    );
+    assert_eq!(once.len(), 20, "{ids:?}");
+    assert_eq!(fallbacks, 20);
 }

@@ -45,6 +45,9 @@ const RECEIPTS_IN_RANGE_MAX: usize = 5_000;
 /// reads. Past it, each room reads its own.
 pub const RECENT_EVENTS_MAX: i64 = 500;
 
+/// To-device messages one response carries at most; the rest come next.
+pub const TO_DEVICE_PER_SYNC: u32 = 100;
+
 /// A computed response, and whether it holds nothing new (a long-polling
 /// request then waits and computes again).
 pub(crate) struct Computed {
@@ -73,7 +76,29 @@ pub(crate) async fn bounds(src: &SyncSources<'_>) -> MatrixResult<SyncToken> {
         account_data: src.account_data.watermark(),
         typing: src.typing.position(),
         presence: src.presence.position(),
+        to_device: src.to_device.watermark(),
     })
+}
+
+/// Adds the syncing device's one-time key counts and unused fallback key
+/// types to a response about to be sent (not to every computation of a
+/// long-poll: they are read once, for the answer).
+pub(crate) async fn add_device_key_counts(
+    src: &SyncSources<'_>,
+    req: &SyncRequest,
+    body: &mut Value,
+) -> MatrixResult<()> {
+    let (user_id, device_id) = (req.user_id.as_str(), req.device_id.as_str());
+    let mut counts = db(src.storage.one_time_key_counts(user_id, device_id).await)?;
+    // Always reported, even at 0: clients top keys up when it is low.
+    counts.entry("signed_curve25519".to_owned()).or_insert(0);
+    let fallback = db(src
+        .storage
+        .unused_fallback_key_types(user_id, device_id)
+        .await)?;
+    body["device_one_time_keys_count"] = json!(counts);
+    body["device_unused_fallback_key_types"] = json!(fallback);
+    Ok(())
 }
 
 /// Computes a response for `req` with every read bounded by `upto`.
@@ -92,7 +117,12 @@ pub(crate) async fn compute(
         account_data: s.account_data.min(upto.account_data),
         typing: s.typing.min(upto.typing),
         presence: s.presence.min(upto.presence),
+        to_device: s.to_device.min(upto.to_device),
     });
+    // Syncing with a token acknowledges the to-device messages it covered.
+    if let Some(s) = since {
+        acknowledge_to_device(storage, req, s.to_device).await?;
+    }
     // No stream moved since the token: nothing can be new (a long-poll's
     // first look, and every look after a wake for another user's write).
     if since == Some(upto) && !req.full_state {
@@ -334,12 +364,39 @@ pub(crate) async fn compute(
         }
     }
 
+    // To-device messages after the token, oldest first; when more are
+    // waiting than one response carries, the token stops at the last sent.
+    let mut upto = upto;
+    let to_device_after = since.map_or(i64::MIN, |s| s.to_device);
+    let mut to_device = Vec::new();
+    if to_device_after < upto.to_device {
+        let messages = db(storage
+            .to_device_messages(
+                user_id,
+                &req.device_id,
+                to_device_after,
+                upto.to_device,
+                TO_DEVICE_PER_SYNC,
+            )
+            .await)?;
+        if messages.len() == TO_DEVICE_PER_SYNC as usize
+            && let Some(last) = messages.last()
+        {
+            upto.to_device = last.stream_pos;
+        }
+        to_device = messages
+            .into_iter()
+            .map(|m| json!({ "sender": m.sender, "type": m.kind, "content": m.content }))
+            .collect();
+    }
+
     let empty = join_section.is_empty()
         && leave_section.is_empty()
         && invite_section.is_empty()
         && knock_section.is_empty()
         && global.is_empty()
-        && presence.is_empty();
+        && presence.is_empty()
+        && to_device.is_empty();
     let sections = Sections {
         join: join_section,
         invite: invite_section,
@@ -347,6 +404,7 @@ pub(crate) async fn compute(
         leave: leave_section,
         account_data: global,
         presence,
+        to_device,
     };
     Ok(Computed {
         body: body(upto, sections),
@@ -363,6 +421,7 @@ struct Sections {
     leave: Map<String, Value>,
     account_data: Vec<Value>,
     presence: Vec<Value>,
+    to_device: Vec<Value>,
 }
 
 fn body(upto: SyncToken, sections: Sections) -> Value {
@@ -376,11 +435,28 @@ fn body(upto: SyncToken, sections: Sections) -> Value {
         },
         "account_data": { "events": sections.account_data },
         "presence": { "events": sections.presence },
-        // To-device messages and device lists are later issues; the
-        // sections are there so clients find the shape they expect.
-        "to_device": { "events": [] },
+        "to_device": { "events": sections.to_device },
         "device_lists": { "changed": [], "left": [] },
     })
+}
+
+/// Deletes the device's to-device messages up to `upto`, which a sync
+/// token covering them acknowledges. Reads first: most syncs acknowledge
+/// nothing, and a read costs less than a write.
+async fn acknowledge_to_device(
+    storage: &dyn Storage,
+    req: &SyncRequest,
+    upto: i64,
+) -> MatrixResult<()> {
+    let pending = db(storage
+        .to_device_messages(&req.user_id, &req.device_id, i64::MIN, upto, 1)
+        .await)?;
+    if !pending.is_empty() {
+        db(storage
+            .delete_to_device_messages(&req.user_id, &req.device_id, upto)
+            .await)?;
+    }
+    Ok(())
 }
 
 /// Whether the user was joined to the room at position `pos` (a join

@@ -48,6 +48,8 @@ pub struct SyncSources<'a> {
     /// Receipts and account data likewise.
     pub receipts: &'a StreamTracker,
     pub account_data: &'a StreamTracker,
+    /// To-device messages likewise.
+    pub to_device: &'a StreamTracker,
     /// Wakes waiting requests when something for their user is written.
     pub notifier: &'a Notifier,
     pub typing: &'a Typing,
@@ -105,13 +107,19 @@ pub async fn sync(src: &SyncSources<'_>, req: &SyncRequest) -> MatrixResult<Valu
         let computed = engine::compute(src, req, &filter, upto).await?;
         let must_answer = req.since.is_none() || req.full_state || !computed.empty;
         if must_answer || tokio::time::Instant::now() >= deadline {
-            return Ok(computed.body);
+            return answer(src, req, computed.body).await;
         }
         match tokio::time::timeout_at(deadline, wake.changed()).await {
             // Something for this user was written: compute again.
             Ok(Ok(())) => {}
             // The notifier is gone (shutting down) or the time is up.
-            Ok(Err(_)) | Err(_) => return Ok(computed.body),
+            Ok(Err(_)) | Err(_) => return answer(src, req, computed.body).await,
         }
     }
+}
+
+/// The response as sent: the computed sections and the device's key counts.
+async fn answer(src: &SyncSources<'_>, req: &SyncRequest, mut body: Value) -> MatrixResult<Value> {
+    engine::add_device_key_counts(src, req, &mut body).await?;
+    Ok(body)
 }

@@ -1,8 +1,9 @@
 //! Sync tokens: one position per stream, so a token says exactly what a
 //! client has seen of each.
 //!
-//! Format: `s<events>_<receipts>_<account_data>_<typing>_<presence>` (the
-//! older four-field form, without presence, still parses, as presence 0).
+//! Format: `s<events>_<receipts>_<account_data>_<typing>_<presence>_<to_device>`
+//! (older forms without to-device, or without presence either, still parse,
+//! with those positions 0).
 //! Event positions
 //! are read only up to the writer's watermark, so a token never covers an
 //! event that is still being written.
@@ -10,9 +11,9 @@
 use std::fmt;
 
 /// Fields in a token.
-const FIELDS: usize = 5;
-/// Fields in a token written before presence.
-const FIELDS_OLD: usize = 4;
+const FIELDS: usize = 6;
+/// Fields in tokens written before to-device messages, and before presence.
+const FIELDS_OLD: [usize; 2] = [5, 4];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncToken {
@@ -21,6 +22,7 @@ pub struct SyncToken {
     pub account_data: i64,
     pub typing: i64,
     pub presence: i64,
+    pub to_device: i64,
 }
 
 impl SyncToken {
@@ -33,7 +35,9 @@ impl SyncToken {
             .map(|p| p.parse::<i64>())
             .collect::<Result<_, _>>()
             .map_err(|_| bad())?;
-        if !(parts.len() == FIELDS || parts.len() == FIELDS_OLD) || parts.iter().any(|p| *p < 0) {
+        if !(parts.len() == FIELDS || FIELDS_OLD.contains(&parts.len()))
+            || parts.iter().any(|p| *p < 0)
+        {
             return Err(bad());
         }
         Ok(Self {
@@ -42,6 +46,7 @@ impl SyncToken {
             account_data: parts[2],
             typing: parts[3],
             presence: parts.get(4).copied().unwrap_or(0),
+            to_device: parts.get(5).copied().unwrap_or(0),
         })
     }
 }
@@ -50,8 +55,13 @@ impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}_{}",
-            self.events, self.receipts, self.account_data, self.typing, self.presence
+            "s{}_{}_{}_{}_{}_{}",
+            self.events,
+            self.receipts,
+            self.account_data,
+            self.typing,
+            self.presence,
+            self.to_device
         )
     }
 }
@@ -68,16 +78,19 @@ mod tests {
             account_data: 5,
             typing: 0,
             presence: 7,
+            to_device: 4,
         };
-        assert_eq!(t.to_string(), "s12_3_5_0_7");
-        assert_eq!(SyncToken::parse("s12_3_5_0_7"), Ok(t));
+        assert_eq!(t.to_string(), "s12_3_5_0_7_4");
+        assert_eq!(SyncToken::parse("s12_3_5_0_7_4"), Ok(t));
     }
 
     #[test]
-    fn old_tokens_have_presence_zero() {
+    fn old_tokens_have_later_streams_at_zero() {
         let t = SyncToken::parse("s12_3_5_9").unwrap();
-        assert_eq!((t.typing, t.presence), (9, 0));
-        assert_eq!(t.to_string(), "s12_3_5_9_0");
+        assert_eq!((t.typing, t.presence, t.to_device), (9, 0, 0));
+        assert_eq!(t.to_string(), "s12_3_5_9_0_0");
+        let t = SyncToken::parse("s12_3_5_9_2").unwrap();
+        assert_eq!((t.presence, t.to_device), (2, 0));
     }
 
     #[test]
@@ -87,7 +100,7 @@ mod tests {
             "s",
             "12_3_5_0",
             "s1_2_3",
-            "s1_2_3_4_5_6",
+            "s1_2_3_4_5_6_7",
             "s1_2_3_4_-5",
             "sa_b_c_d",
             "s-1_0_0_0",

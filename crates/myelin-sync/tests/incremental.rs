@@ -100,6 +100,7 @@ async fn only_rooms_with_new_events_whatever_the_range() {
         events: writer.events(),
         receipts: writer.receipts(),
         account_data: writer.account_data(),
+        to_device: writer.to_device(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,

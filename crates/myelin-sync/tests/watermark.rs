@@ -87,6 +87,7 @@ async fn a_response_never_passes_a_write_in_flight() {
         events: writer.events(),
         receipts: writer.receipts(),
         account_data: writer.account_data(),
+        to_device: writer.to_device(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,
@@ -112,11 +113,12 @@ async fn a_response_never_passes_a_write_in_flight() {
     // A request waiting now is woken once the held write finishes.
     let waiting = {
         let since = second.clone();
-        let (storage, events, receipts, account_data, notifier) = (
+        let (storage, events, receipts, account_data, to_device, notifier) = (
             storage.clone(),
             writer.events().clone(),
             writer.receipts().clone(),
             writer.account_data().clone(),
+            writer.to_device().clone(),
             writer.notifier().clone(),
         );
         let typing = typing.clone();
@@ -127,6 +129,7 @@ async fn a_response_never_passes_a_write_in_flight() {
                 events: &events,
                 receipts: &receipts,
                 account_data: &account_data,
+                to_device: &to_device,
                 notifier: &notifier,
                 typing: &typing,
                 presence: &presence,
@@ -168,6 +171,7 @@ async fn a_membership_past_the_bound_is_read_as_of_the_bound() {
         events: writer.events(),
         receipts: writer.receipts(),
         account_data: writer.account_data(),
+        to_device: writer.to_device(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,

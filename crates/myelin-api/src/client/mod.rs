@@ -11,6 +11,7 @@ pub mod directory_list;
 pub mod ephemeral;
 pub mod filter;
 pub mod hierarchy;
+pub mod keys;
 pub mod login;
 pub mod logout;
 pub mod membership;
@@ -31,6 +32,7 @@ pub mod summary;
 pub mod sync;
 pub mod tags;
 pub mod timestamp;
+pub mod to_device;
 pub mod upgrade;
 pub mod user_directory;
 pub mod versions;
@@ -80,6 +82,11 @@ pub fn routes() -> Router<AppState> {
                 .delete(devices::delete_device),
         )
         .route(&v3("/delete_devices"), post(devices::delete_devices))
+        // End-to-end encryption keys
+        .route(&v3("/keys/upload"), post(keys::upload))
+        .route(&v3("/keys/query"), post(keys::query))
+        .route(&v3("/keys/claim"), post(keys::claim))
+        .route(&v3("/keys/changes"), get(keys::changes))
         // Profiles
         .route(&v3("/profile/{user_id}"), get(profile::get_profile))
         .route(
@@ -255,6 +262,10 @@ pub fn routes() -> Router<AppState> {
         )
         // Push rules
         .route(&v3("/notifications"), get(notifications::get_notifications))
+        .route(
+            &v3("/sendToDevice/{event_type}/{txn_id}"),
+            put(to_device::send_to_device),
+        )
         .route(&v3("/pushrules"), get(push_rules::get_all))
         .route(&v3("/pushrules/"), get(push_rules::get_all))
         .route(&v3("/pushrules/global/"), get(push_rules::get_global))

@@ -55,6 +55,7 @@ pub async fn sync(
         events: state.rooms.events(),
         receipts: state.rooms.receipts(),
         account_data: state.rooms.account_data(),
+        to_device: state.rooms.to_device(),
         notifier: state.rooms.notifier(),
         typing: &state.typing,
         presence: &state.presence,

@@ -450,6 +450,7 @@ impl RoomStore for PostgresStorage {
             Stream::Events => "SELECT nextval('events_stream_pos')",
             Stream::Receipts => "SELECT nextval('receipts_stream_pos')",
             Stream::AccountData => "SELECT nextval('account_data_stream_id')",
+            Stream::ToDevice => "SELECT nextval('to_device_stream_pos')",
         };
         let client = self.client().await?;
         first_i64(&query_one(&client, sql, &[]).await?)
@@ -473,6 +474,12 @@ impl RoomStore for PostgresStorage {
             Stream::AccountData => {
                 "SELECT GREATEST((SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM account_data_stream_id), \
                  (SELECT COALESCE(MAX(stream_id), 0) FROM account_data))"
+            }
+            // Delivered messages are deleted; to_device_position keeps the
+            // greatest position written.
+            Stream::ToDevice => {
+                "SELECT GREATEST((SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM to_device_stream_pos), \
+                 (SELECT position FROM to_device_position))"
             }
         };
         let client = self.client().await?;

@@ -56,6 +56,7 @@ fn stream_counter(stream: Stream) -> &'static str {
         Stream::Events => "events_stream_pos",
         Stream::Receipts => "receipts_stream_pos",
         Stream::AccountData => "account_data_stream_id",
+        Stream::ToDevice => "to_device_stream_pos",
     }
 }
 
@@ -412,6 +413,8 @@ impl RoomStore for SqliteStorage {
             Stream::Events => "SELECT COALESCE(MAX(stream_pos), 0) FROM events",
             Stream::Receipts => "SELECT COALESCE(MAX(stream_pos), 0) FROM receipts",
             Stream::AccountData => "SELECT COALESCE(MAX(stream_id), 0) FROM account_data",
+            // Delivered messages are deleted; the counter keeps the greatest.
+            Stream::ToDevice => "SELECT COALESCE(MAX(stream_pos), 0) FROM to_device_inbox",
         };
         self.read(move |conn| {
             let drawn: i64 = conn

@@ -1,0 +1,105 @@
+//! End-to-end encryption keys: device identity keys, one-time keys, fallback
+//! keys, and the log of device-list changes `/keys/changes` reads.
+//!
+//! Model: a device's signed `device_keys` object is kept as given (one row
+//! per device). One-time keys are rows that a claim deletes, so each is
+//! handed out once even under concurrent claims. A device has at most one
+//! fallback key per algorithm; a claim that finds no one-time key returns it
+//! and marks it used, but it stays available until the device uploads a new
+//! one, which replaces it.
+//!
+//! Device-list changes are logged with a position of their own (ascending,
+//! allocated by the storage) and with the events-stream position the caller
+//! gives (its watermark at the time). Sync tokens do not carry a device-list
+//! position yet, so `/keys/changes` locates changes by that events position.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::StorageResult;
+
+/// A one-time or fallback key: `<algorithm>:<key_id>` and its JSON (a signed
+/// key object, or a bare key string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeKey {
+    pub algorithm: String,
+    pub key_id: String,
+    pub key: Value,
+}
+
+/// A device's identity keys as `/keys/query` serves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceKeys {
+    pub device_id: String,
+    /// The signed `device_keys` object as uploaded.
+    pub keys: Value,
+    /// The device's display name (`unsigned.device_display_name`).
+    pub display_name: Option<String>,
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The `device_keys` object the device uploaded, if any.
+    async fn device_keys(&self, user_id: &str, device_id: &str) -> StorageResult<Option<Value>>;
+    /// Stores the device's `device_keys` object, replacing an earlier one,
+    /// and logs a device-list change of `user_id` at `events_pos` — unless
+    /// the object is unchanged, when nothing is written.
+    async fn put_device_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &Value,
+        events_pos: i64,
+    ) -> StorageResult<()>;
+    /// The identity keys of the user's existing devices: every device with
+    /// keys when `device_ids` is empty, else those listed, by device id.
+    async fn user_device_keys(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+    ) -> StorageResult<Vec<DeviceKeys>>;
+    /// Adds one-time keys in one transaction. A key id already stored with
+    /// the same JSON is left as it is; with different JSON the whole call
+    /// fails with [`crate::StorageError::Conflict`] and stores nothing.
+    async fn put_one_time_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &[OneTimeKey],
+    ) -> StorageResult<()>;
+    /// Unclaimed one-time keys of the device, per algorithm (algorithms
+    /// without keys are absent).
+    async fn one_time_key_counts(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> StorageResult<BTreeMap<String, i64>>;
+    /// Stores fallback keys, each replacing the device's fallback key of its
+    /// algorithm (a new key starts unused).
+    async fn put_fallback_keys(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        keys: &[OneTimeKey],
+    ) -> StorageResult<()>;
+    /// The algorithms of the device's fallback keys not yet claimed, sorted.
+    async fn unused_fallback_key_types(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> StorageResult<Vec<String>>;
+    /// Claims a one-time key of `algorithm` (deleting it, so no other claim
+    /// gets it); without one, the fallback key of the algorithm (marked used,
+    /// still available); `None` if neither exists.
+    async fn claim_key(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        algorithm: &str,
+    ) -> StorageResult<Option<OneTimeKey>>;
+    /// Users with a device-list change logged at an events position in
+    /// `from..=to`, sorted, each once.
+    async fn device_list_changes(&self, from: i64, to: i64) -> StorageResult<Vec<String>>;
+}

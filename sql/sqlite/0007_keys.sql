@@ -1,0 +1,44 @@
+-- End-to-end encryption keys: device identity keys, one-time keys, fallback
+-- keys, and the device-list change log. Kept table-for-table identical to
+-- sql/postgres/0007_keys.sql.
+
+-- One signed `device_keys` object per device, as uploaded. `stream_pos` is
+-- the device_list_changes position of its last change.
+CREATE TABLE device_keys (
+    user_id    TEXT    NOT NULL,
+    device_id  TEXT    NOT NULL,
+    key_json   TEXT    NOT NULL,
+    stream_pos INTEGER NOT NULL,
+    PRIMARY KEY (user_id, device_id)
+);
+
+-- Unclaimed one-time keys; a claim deletes its row.
+CREATE TABLE one_time_keys (
+    user_id   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    algorithm TEXT NOT NULL,
+    key_id    TEXT NOT NULL,
+    key_json  TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, algorithm, key_id)
+);
+
+-- At most one fallback key per device and algorithm; `used` once claimed.
+CREATE TABLE fallback_keys (
+    user_id   TEXT    NOT NULL,
+    device_id TEXT    NOT NULL,
+    algorithm TEXT    NOT NULL,
+    key_id    TEXT    NOT NULL,
+    key_json  TEXT    NOT NULL,
+    used      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, device_id, algorithm)
+);
+
+-- Device-list changes, for /keys/changes. `stream_pos`: this log's own
+-- ascending position; `events_pos`: the events-stream watermark when the
+-- change was made (sync tokens carry no device-list position yet).
+CREATE TABLE device_list_changes (
+    stream_pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id    TEXT    NOT NULL,
+    events_pos INTEGER NOT NULL
+);
+CREATE INDEX device_list_changes_events_pos ON device_list_changes (events_pos);

@@ -33,13 +33,13 @@ CREATE TABLE fallback_keys (
     PRIMARY KEY (user_id, device_id, algorithm)
 );
 
--- Device-list changes, for /keys/changes. `stream_pos`: this log's own
--- ascending position (a sequence); `events_pos`: the events-stream
--- watermark when the change was made (sync tokens carry no device-list
--- position yet).
+-- Device-list changes: one row per user whose devices or keys changed, at
+-- the change's position in the device-list stream (allocated by the
+-- writer's tracker; sync tokens carry it). Never deleted, so the greatest
+-- position survives restarts.
 CREATE TABLE device_list_changes (
-    stream_pos BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id    TEXT   NOT NULL,
-    events_pos BIGINT NOT NULL
+    stream_pos BIGINT  NOT NULL,
+    user_id    TEXT    NOT NULL,
+    PRIMARY KEY (stream_pos, user_id)
 );
-CREATE INDEX device_list_changes_events_pos ON device_list_changes (events_pos);
+CREATE SEQUENCE device_list_stream_pos AS BIGINT;

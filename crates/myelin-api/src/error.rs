@@ -45,9 +45,10 @@ impl ApiError {
 /// The status code of each kind, as the spec gives it.
 pub fn status_of(kind: &ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::Forbidden | ErrorKind::UserDeactivated | ErrorKind::GuestAccessForbidden => {
-            StatusCode::FORBIDDEN
-        }
+        ErrorKind::Forbidden
+        | ErrorKind::UserDeactivated
+        | ErrorKind::GuestAccessForbidden
+        | ErrorKind::WrongRoomKeysVersion { .. } => StatusCode::FORBIDDEN,
         ErrorKind::UnknownToken { .. } | ErrorKind::MissingToken | ErrorKind::Unauthorized => {
             StatusCode::UNAUTHORIZED
         }
@@ -77,6 +78,10 @@ pub fn error_body(error: &MatrixError) -> Value {
         ErrorKind::UnknownToken { soft_logout } => body["soft_logout"] = json!(soft_logout),
         ErrorKind::LimitExceeded { retry_after_ms } => {
             body["retry_after_ms"] = json!(retry_after_ms)
+        }
+        // Backup versions are strings on the wire.
+        ErrorKind::WrongRoomKeysVersion { current_version } => {
+            body["current_version"] = json!(current_version.to_string())
         }
         _ => {}
     }

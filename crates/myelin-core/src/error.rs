@@ -51,6 +51,10 @@ pub enum ErrorKind {
     BadAlias,
     /// A second `m.annotation` with the same key by the same user on one event.
     DuplicateAnnotation,
+    /// Keys uploaded to a backup version that is not the current one.
+    WrongRoomKeysVersion {
+        current_version: i64,
+    },
     /// 500: the detail goes to the log, never to the client.
     Internal,
 }
@@ -84,6 +88,7 @@ impl ErrorKind {
             Self::InvalidRoomState => "M_INVALID_ROOM_STATE",
             Self::BadAlias => "M_BAD_ALIAS",
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
+            Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
         }
     }
 }

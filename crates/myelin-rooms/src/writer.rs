@@ -110,6 +110,7 @@ pub struct LocalRoomWriter {
     receipts: Arc<StreamTracker>,
     account_data: Arc<StreamTracker>,
     to_device: Arc<StreamTracker>,
+    device_lists: Arc<StreamTracker>,
     notifier: Arc<Notifier>,
     push: PushRules,
     rooms: Mutex<HashMap<String, Arc<RoomSlot>>>,
@@ -126,6 +127,7 @@ impl LocalRoomWriter {
         let receipts = tracker(&storage, Stream::Receipts).await?;
         let account_data = tracker(&storage, Stream::AccountData).await?;
         let to_device = tracker(&storage, Stream::ToDevice).await?;
+        let device_lists = tracker(&storage, Stream::DeviceLists).await?;
         Ok(Self {
             storage,
             server_name,
@@ -134,6 +136,7 @@ impl LocalRoomWriter {
             receipts,
             account_data,
             to_device,
+            device_lists,
             notifier: Arc::new(Notifier::new()),
             push: PushRules::default(),
             rooms: Mutex::new(HashMap::new()),
@@ -159,6 +162,12 @@ impl LocalRoomWriter {
     /// The to-device stream's tracker, used the same way.
     pub fn to_device(&self) -> &Arc<StreamTracker> {
         &self.to_device
+    }
+
+    /// The device-list stream's tracker (changes of users' devices and
+    /// keys), used the same way.
+    pub fn device_lists(&self) -> &Arc<StreamTracker> {
+        &self.device_lists
     }
 
     pub fn notifier(&self) -> &Arc<Notifier> {

@@ -8,10 +8,9 @@
 //! and marks it used, but it stays available until the device uploads a new
 //! one, which replaces it.
 //!
-//! Device-list changes are logged with a position of their own (ascending,
-//! allocated by the storage) and with the events-stream position the caller
-//! gives (its watermark at the time). Sync tokens do not carry a device-list
-//! position yet, so `/keys/changes` locates changes by that events position.
+//! Device-list changes are logged at positions of the device-list stream
+//! ([`crate::Stream::DeviceLists`]), which the caller allocates (the
+//! writer's tracker) and sync tokens carry.
 
 use std::collections::BTreeMap;
 
@@ -44,15 +43,18 @@ pub trait KeyStore: Send + Sync {
     /// The `device_keys` object the device uploaded, if any.
     async fn device_keys(&self, user_id: &str, device_id: &str) -> StorageResult<Option<Value>>;
     /// Stores the device's `device_keys` object, replacing an earlier one,
-    /// and logs a device-list change of `user_id` at `events_pos` — unless
-    /// the object is unchanged, when nothing is written.
+    /// and logs a device-list change of `user_id` at `stream_pos` — unless
+    /// the object is unchanged, when nothing is written (`false`).
     async fn put_device_keys(
         &self,
         user_id: &str,
         device_id: &str,
         keys: &Value,
-        events_pos: i64,
-    ) -> StorageResult<()>;
+        stream_pos: i64,
+    ) -> StorageResult<bool>;
+    /// Logs a device-list change of `user_id` at `stream_pos` (a device
+    /// deleted, say).
+    async fn log_device_list_change(&self, user_id: &str, stream_pos: i64) -> StorageResult<()>;
     /// The identity keys of the user's existing devices: every device with
     /// keys when `device_ids` is empty, else those listed, by device id.
     async fn user_device_keys(
@@ -99,7 +101,7 @@ pub trait KeyStore: Send + Sync {
         device_id: &str,
         algorithm: &str,
     ) -> StorageResult<Option<OneTimeKey>>;
-    /// Users with a device-list change logged at an events position in
-    /// `from..=to`, sorted, each once.
-    async fn device_list_changes(&self, from: i64, to: i64) -> StorageResult<Vec<String>>;
+    /// Users with a device-list change at a position in `after < pos <=
+    /// upto`, sorted, each once.
+    async fn device_list_changes(&self, after: i64, upto: i64) -> StorageResult<Vec<String>>;
 }

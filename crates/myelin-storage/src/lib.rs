@@ -12,6 +12,7 @@
 //! nothing and decides no policy (the API layer digests tokens, hashes
 //! passwords and checks expiry).
 
+pub mod backup;
 pub mod directory;
 pub mod keys;
 mod migrate;
@@ -26,6 +27,7 @@ pub mod to_device;
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub use backup::{BackedUpSession, BackupScope, BackupStore, BackupUpload, BackupVersion};
 pub use directory::{DirectoryStore, NewReport, Report};
 pub use keys::{DeviceKeys, KeyStore, OneTimeKey};
 pub use migrate::{Migration, MigrationReport};
@@ -336,6 +338,7 @@ pub trait Storage:
     + PushStore
     + KeyStore
     + ToDeviceStore
+    + BackupStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

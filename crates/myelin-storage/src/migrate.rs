@@ -68,6 +68,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "to_device",
         sql: include_str!("../../../sql/sqlite/0008_to_device.sql"),
     },
+    Migration {
+        version: 9,
+        name: "backup",
+        sql: include_str!("../../../sql/sqlite/0009_backup.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -111,6 +116,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "to_device",
         sql: include_str!("../../../sql/postgres/0008_to_device.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "backup",
+        sql: include_str!("../../../sql/postgres/0009_backup.sql"),
     },
 ];
 

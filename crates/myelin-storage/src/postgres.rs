@@ -17,6 +17,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+mod backup;
 mod directory;
 mod keys;
 mod push;
@@ -551,6 +552,19 @@ impl UserStore for PostgresStorage {
         )
         .await?;
         delete_devices(&tx, user_id, Devices::AllBut(None)).await?;
+        // Key backups go; versions keep their rows, so no number is reused.
+        execute(
+            &tx,
+            "DELETE FROM backup_sessions WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
+        execute(
+            &tx,
+            "UPDATE backup_versions SET deleted = TRUE WHERE user_id = $1",
+            &[&user_id],
+        )
+        .await?;
         tx.commit().await.map_err(db_error)
     }
 

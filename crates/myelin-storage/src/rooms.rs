@@ -255,6 +255,8 @@ pub enum Stream {
     AccountData,
     /// To-device messages ([`crate::ToDeviceStore`]).
     ToDevice,
+    /// Device-list changes ([`crate::KeyStore`]).
+    DeviceLists,
 }
 
 #[async_trait]

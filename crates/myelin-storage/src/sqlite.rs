@@ -26,6 +26,7 @@ use rusqlite::{
 };
 use tokio::sync::{Mutex, Semaphore};
 
+mod backup;
 mod directory;
 mod keys;
 mod push;
@@ -544,6 +545,11 @@ impl UserStore for SqliteStorage {
             )?
             .execute([&user_id])?;
             delete_devices(tx, &user_id, Devices::AllBut(None))?;
+            // Key backups go; versions keep their rows, so no number is reused.
+            tx.prepare_cached("DELETE FROM backup_sessions WHERE user_id = ?1")?
+                .execute([&user_id])?;
+            tx.prepare_cached("UPDATE backup_versions SET deleted = 1 WHERE user_id = ?1")?
+                .execute([&user_id])?;
             Ok(())
         })
         .await

@@ -110,6 +110,10 @@ contract! {
         keys_one_time_keys_upload_count_and_conflict,
         keys_claim_one_time_then_fallback,
         keys_concurrent_claims_hand_out_each_key_once,
+        backup_versions_number_update_and_delete,
+        backup_sessions_replacement_etag_and_count,
+        backup_sessions_scopes_and_wrong_versions,
+        backup_concurrent_creations_get_distinct_versions,
     ],
     db: [
         migrations_apply_once,
@@ -4173,10 +4177,12 @@ async fn keys_device_keys_put_query_and_change_log(store: DynStorage) {
         .await
         .expect("put");
     // Unchanged keys log no change.
-    store
-        .put_device_keys(&alice, "PHONE", &phone, 30)
-        .await
-        .expect("put again");
+    assert!(
+        !store
+            .put_device_keys(&alice, "PHONE", &phone, 30)
+            .await
+            .expect("put again")
+    );
     assert_eq!(
         store.device_keys(&alice, "PHONE").await.expect("get"),
         Some(phone.clone())
@@ -4207,20 +4213,34 @@ async fn keys_device_keys_put_query_and_change_log(store: DynStorage) {
         store.device_list_changes(0, 100).await.expect("changes"),
         [alice.clone(), bob.clone()]
     );
+    // `after < position <= upto`.
     assert_eq!(
-        store.device_list_changes(10, 12).await.expect("changes"),
+        store.device_list_changes(9, 12).await.expect("changes"),
         [alice.as_str()]
     );
     assert_eq!(
-        store.device_list_changes(13, 20).await.expect("changes"),
+        store.device_list_changes(12, 20).await.expect("changes"),
         [bob.as_str()]
     );
     assert!(
         store
-            .device_list_changes(21, 100)
+            .device_list_changes(20, 100)
             .await
             .expect("changes")
             .is_empty()
+    );
+    // A change without keys (a deleted device); positions never go back.
+    store.log_device_list_change(&bob, 40).await.expect("log");
+    assert_eq!(
+        store.device_list_changes(30, 40).await.expect("changes"),
+        [bob.as_str()]
+    );
+    assert!(
+        store
+            .max_stream_pos(Stream::DeviceLists)
+            .await
+            .expect("max")
+            >= 40
     );
 }
 
@@ -4417,4 +4437,383 @@ async fn keys_concurrent_claims_hand_out_each_key_once(store: DynStorage) {
     );
     assert_eq!(once.len(), 20, "{ids:?}");
     assert_eq!(fallbacks, 20);
+}
+
+// ---------------------------------------------------------------- key backup
+
+fn backed_up(
+    room: &str,
+    session: &str,
+    index: i64,
+    forwarded: i64,
+    verified: bool,
+) -> myelin_storage::BackedUpSession {
+    myelin_storage::BackedUpSession {
+        room_id: room.to_owned(),
+        session_id: session.to_owned(),
+        first_message_index: index,
+        forwarded_count: forwarded,
+        is_verified: verified,
+        session_data: json!({ "ciphertext": format!("{room}/{session}/{index}/{forwarded}/{verified}") }),
+    }
+}
+
+async fn backup_versions_number_update_and_delete(store: DynStorage) {
+    let alg = "m.megolm_backup.v1.curve25519-aes-sha2";
+    assert_eq!(
+        store
+            .backup_version("@alice:test", None)
+            .await
+            .expect("current"),
+        None
+    );
+    let v1 = store
+        .create_backup_version("@alice:test", alg, &json!({ "public_key": "a" }))
+        .await
+        .expect("create");
+    let v2 = store
+        .create_backup_version("@alice:test", alg, &json!({ "public_key": "b" }))
+        .await
+        .expect("create");
+    assert_eq!((v1, v2), (1, 2));
+    // Numbering is per user.
+    let bob = store
+        .create_backup_version("@bob:test", alg, &json!({}))
+        .await
+        .expect("create");
+    assert_eq!(bob, 1);
+    let current = store
+        .backup_version("@alice:test", None)
+        .await
+        .expect("current")
+        .expect("a current version");
+    assert_eq!(current.version, 2);
+    assert_eq!(current.algorithm, alg);
+    assert_eq!(current.auth_data, json!({ "public_key": "b" }));
+    assert_eq!(current.count, 0);
+    assert!(
+        store
+            .update_backup_auth_data("@alice:test", 1, &json!({ "public_key": "c" }))
+            .await
+            .expect("update")
+    );
+    let one = store
+        .backup_version("@alice:test", Some(1))
+        .await
+        .expect("get")
+        .expect("v1");
+    assert_eq!(one.auth_data, json!({ "public_key": "c" }));
+    assert!(
+        !store
+            .update_backup_auth_data("@alice:test", 9, &json!({}))
+            .await
+            .expect("update")
+    );
+    // Deleting the current version makes the previous one current; deleting
+    // again still succeeds; numbers are never reused.
+    assert!(
+        store
+            .delete_backup_version("@alice:test", 2)
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_backup_version("@alice:test", 2)
+            .await
+            .expect("delete again")
+    );
+    assert!(
+        !store
+            .delete_backup_version("@alice:test", 7)
+            .await
+            .expect("delete unknown")
+    );
+    assert_eq!(
+        store
+            .backup_version("@alice:test", Some(2))
+            .await
+            .expect("get"),
+        None
+    );
+    assert!(
+        !store
+            .update_backup_auth_data("@alice:test", 2, &json!({}))
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        store
+            .backup_version("@alice:test", None)
+            .await
+            .expect("current")
+            .map(|v| v.version),
+        Some(1)
+    );
+    let v3 = store
+        .create_backup_version("@alice:test", alg, &json!({}))
+        .await
+        .expect("create");
+    assert_eq!(v3, 3);
+    assert!(
+        store
+            .delete_backup_version("@alice:test", 1)
+            .await
+            .expect("delete")
+    );
+    assert!(
+        store
+            .delete_backup_version("@alice:test", 3)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store
+            .backup_version("@alice:test", None)
+            .await
+            .expect("current"),
+        None
+    );
+    assert_eq!(
+        store
+            .backup_version("@bob:test", None)
+            .await
+            .expect("bob")
+            .map(|v| v.version),
+        Some(1)
+    );
+}
+
+async fn backup_sessions_replacement_etag_and_count(store: DynStorage) {
+    use myelin_storage::{BackupScope, BackupUpload};
+    let alice = "@alice:test";
+    let v = store
+        .create_backup_version(alice, "alg", &json!({}))
+        .await
+        .expect("create");
+    let put = |sessions: Vec<myelin_storage::BackedUpSession>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .put_backup_sessions(alice, v, &sessions)
+                .await
+                .expect("put")
+        }
+    };
+    let stored = |upload: BackupUpload| match upload {
+        BackupUpload::Stored { etag, count } => (etag, count),
+        other => panic!("not stored: {other:?}"),
+    };
+    let (e1, c1) = stored(put(vec![backed_up("!r:test", "s", 5, 2, false)]).await);
+    assert_eq!(c1, 1);
+    let get = || {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .backup_sessions(alice, v, BackupScope::Session("!r:test", "s"))
+                .await
+                .expect("get")
+                .expect("version")
+                .pop()
+                .expect("the session")
+        }
+    };
+    // Worse or equal: kept, etag unchanged.
+    for worse in [
+        backed_up("!r:test", "s", 6, 0, false),
+        backed_up("!r:test", "s", 5, 2, false),
+        backed_up("!r:test", "s", 5, 3, false),
+    ] {
+        let (e, c) = stored(put(vec![worse]).await);
+        assert_eq!((e, c), (e1, 1));
+        assert_eq!(get().await, backed_up("!r:test", "s", 5, 2, false));
+    }
+    // Lower forwarded_count wins at the same index.
+    let (e2, _) = stored(put(vec![backed_up("!r:test", "s", 5, 1, false)]).await);
+    assert_ne!(e2, e1);
+    assert_eq!(get().await, backed_up("!r:test", "s", 5, 1, false));
+    // Lower first_message_index wins whatever the forwarded_count.
+    stored(put(vec![backed_up("!r:test", "s", 4, 9, false)]).await);
+    assert_eq!(get().await, backed_up("!r:test", "s", 4, 9, false));
+    // Verified beats unverified whatever the index...
+    let (e3, _) = stored(put(vec![backed_up("!r:test", "s", 50, 9, true)]).await);
+    assert_eq!(get().await, backed_up("!r:test", "s", 50, 9, true));
+    // ...and an unverified one never replaces a verified one.
+    let (e4, c4) = stored(put(vec![backed_up("!r:test", "s", 0, 0, false)]).await);
+    assert_eq!((e4, c4), (e3, 1));
+    assert_eq!(get().await, backed_up("!r:test", "s", 50, 9, true));
+    // New sessions raise the count; the version reports the same numbers.
+    let (e5, c5) = stored(
+        put(vec![
+            backed_up("!r:test", "t", 0, 0, false),
+            backed_up("!q:test", "s", 0, 0, false),
+        ])
+        .await,
+    );
+    assert_eq!(c5, 3);
+    let version = store
+        .backup_version(alice, None)
+        .await
+        .expect("get")
+        .expect("v");
+    assert_eq!((version.etag, version.count), (e5, 3));
+    // Deleting changes the etag; deleting nothing does not.
+    let (e6, c6) = store
+        .delete_backup_sessions(alice, v, BackupScope::Session("!r:test", "t"))
+        .await
+        .expect("delete")
+        .expect("version");
+    assert_eq!(c6, 2);
+    assert_ne!(e6, e5);
+    let (e7, c7) = store
+        .delete_backup_sessions(alice, v, BackupScope::Session("!r:test", "t"))
+        .await
+        .expect("delete")
+        .expect("version");
+    assert_eq!((e7, c7), (e6, 2));
+}
+
+async fn backup_sessions_scopes_and_wrong_versions(store: DynStorage) {
+    use myelin_storage::{BackupScope, BackupUpload};
+    let alice = "@alice:test";
+    assert_eq!(
+        store
+            .put_backup_sessions(alice, 1, &[backed_up("!a:test", "s", 0, 0, false)])
+            .await
+            .expect("put"),
+        BackupUpload::NoVersion
+    );
+    let v1 = store
+        .create_backup_version(alice, "alg", &json!({}))
+        .await
+        .expect("create");
+    store
+        .put_backup_sessions(
+            alice,
+            v1,
+            &[
+                backed_up("!b:test", "s2", 0, 0, false),
+                backed_up("!a:test", "s1", 0, 0, false),
+                backed_up("!b:test", "s1", 0, 0, false),
+            ],
+        )
+        .await
+        .expect("put");
+    let ids = |sessions: Vec<myelin_storage::BackedUpSession>| {
+        sessions
+            .into_iter()
+            .map(|s| format!("{}/{}", s.room_id, s.session_id))
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .backup_sessions(alice, v1, BackupScope::All)
+        .await
+        .expect("all")
+        .expect("v1");
+    assert_eq!(ids(all), ["!a:test/s1", "!b:test/s1", "!b:test/s2"]);
+    let room = store
+        .backup_sessions(alice, v1, BackupScope::Room("!b:test"))
+        .await
+        .expect("room")
+        .expect("v1");
+    assert_eq!(ids(room), ["!b:test/s1", "!b:test/s2"]);
+    let none = store
+        .backup_sessions(alice, v1, BackupScope::Session("!b:test", "nope"))
+        .await
+        .expect("session")
+        .expect("v1");
+    assert!(none.is_empty());
+    // Another user sees none of it.
+    assert_eq!(
+        store
+            .backup_sessions("@bob:test", v1, BackupScope::All)
+            .await
+            .expect("bob"),
+        None
+    );
+    let (_, count) = store
+        .delete_backup_sessions(alice, v1, BackupScope::Room("!b:test"))
+        .await
+        .expect("delete")
+        .expect("v1");
+    assert_eq!(count, 1);
+    // A newer version: uploads to the old one are refused, naming the current.
+    let v2 = store
+        .create_backup_version(alice, "alg", &json!({}))
+        .await
+        .expect("create");
+    assert_eq!(
+        store
+            .put_backup_sessions(alice, v1, &[backed_up("!a:test", "x", 0, 0, false)])
+            .await
+            .expect("put"),
+        BackupUpload::WrongVersion { current: v2 }
+    );
+    // The old version can still be read and emptied.
+    let (_, count) = store
+        .delete_backup_sessions(alice, v1, BackupScope::All)
+        .await
+        .expect("delete")
+        .expect("v1");
+    assert_eq!(count, 0);
+    // A deleted version loses its sessions and cannot be read.
+    store
+        .put_backup_sessions(alice, v2, &[backed_up("!a:test", "x", 0, 0, false)])
+        .await
+        .expect("put");
+    assert!(
+        store
+            .delete_backup_version(alice, v2)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store
+            .backup_sessions(alice, v2, BackupScope::All)
+            .await
+            .expect("read"),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_backup_sessions(alice, v2, BackupScope::All)
+            .await
+            .expect("delete"),
+        None
+    );
+    // v1 is current again.
+    assert!(matches!(
+        store
+            .put_backup_sessions(alice, v1, &[backed_up("!a:test", "y", 0, 0, false)])
+            .await
+            .expect("put"),
+        BackupUpload::Stored { count: 1, .. }
+    ));
+}
+
+async fn backup_concurrent_creations_get_distinct_versions(store: DynStorage) {
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_backup_version("@alice:test", "alg", &json!({}))
+                .await
+                .expect("create")
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.expect("task"));
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=10).collect::<Vec<i64>>());
+    assert_eq!(
+        store
+            .backup_version("@alice:test", None)
+            .await
+            .expect("current")
+            .map(|v| v.version),
+        Some(10)
+    );
 }

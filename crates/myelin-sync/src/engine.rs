@@ -14,6 +14,7 @@ use myelin_storage::{AccountDataChange, Receipt, Storage, StoredEvent};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
+use crate::device_lists;
 use crate::filter::SyncFilter;
 use crate::format;
 use crate::room::{self, Recent, StateMode, Timeline, db};
@@ -77,6 +78,7 @@ pub(crate) async fn bounds(src: &SyncSources<'_>) -> MatrixResult<SyncToken> {
         typing: src.typing.position(),
         presence: src.presence.position(),
         to_device: src.to_device.watermark(),
+        device_lists: src.device_lists.watermark(),
     })
 }
 
@@ -118,6 +120,7 @@ pub(crate) async fn compute(
         typing: s.typing.min(upto.typing),
         presence: s.presence.min(upto.presence),
         to_device: s.to_device.min(upto.to_device),
+        device_lists: s.device_lists.min(upto.device_lists),
     });
     // Syncing with a token acknowledges the to-device messages it covered.
     if let Some(s) = since {
@@ -390,13 +393,24 @@ pub(crate) async fn compute(
             .collect();
     }
 
+    // Device lists to refresh or forget (incremental syncs only).
+    let (changed, left_users) = match since {
+        Some(s) => {
+            let nids: Vec<i64> = joined.iter().chain(&left).map(|m| m.room_nid).collect();
+            device_lists::device_lists(storage, user_id, s, upto, &nids).await?
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+
     let empty = join_section.is_empty()
         && leave_section.is_empty()
         && invite_section.is_empty()
         && knock_section.is_empty()
         && global.is_empty()
         && presence.is_empty()
-        && to_device.is_empty();
+        && to_device.is_empty()
+        && changed.is_empty()
+        && left_users.is_empty();
     let sections = Sections {
         join: join_section,
         invite: invite_section,
@@ -405,6 +419,8 @@ pub(crate) async fn compute(
         account_data: global,
         presence,
         to_device,
+        device_lists_changed: changed,
+        device_lists_left: left_users,
     };
     Ok(Computed {
         body: body(upto, sections),
@@ -422,6 +438,8 @@ struct Sections {
     account_data: Vec<Value>,
     presence: Vec<Value>,
     to_device: Vec<Value>,
+    device_lists_changed: Vec<String>,
+    device_lists_left: Vec<String>,
 }
 
 fn body(upto: SyncToken, sections: Sections) -> Value {
@@ -436,7 +454,10 @@ fn body(upto: SyncToken, sections: Sections) -> Value {
         "account_data": { "events": sections.account_data },
         "presence": { "events": sections.presence },
         "to_device": { "events": sections.to_device },
-        "device_lists": { "changed": [], "left": [] },
+        "device_lists": {
+            "changed": sections.device_lists_changed,
+            "left": sections.device_lists_left,
+        },
     })
 }
 

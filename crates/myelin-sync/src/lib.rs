@@ -16,6 +16,7 @@
 //! event, i.e. `/messages?dir=b&from=<prev_batch>` returns the room's events
 //! at positions at or below it.
 
+mod device_lists;
 mod engine;
 mod filter;
 mod format;
@@ -48,8 +49,9 @@ pub struct SyncSources<'a> {
     /// Receipts and account data likewise.
     pub receipts: &'a StreamTracker,
     pub account_data: &'a StreamTracker,
-    /// To-device messages likewise.
+    /// To-device messages and device-list changes likewise.
     pub to_device: &'a StreamTracker,
+    pub device_lists: &'a StreamTracker,
     /// Wakes waiting requests when something for their user is written.
     pub notifier: &'a Notifier,
     pub typing: &'a Typing,

@@ -1,8 +1,9 @@
 //! Sync tokens: one position per stream, so a token says exactly what a
 //! client has seen of each.
 //!
-//! Format: `s<events>_<receipts>_<account_data>_<typing>_<presence>_<to_device>`
-//! (older forms without to-device, or without presence either, still parse,
+//! Format:
+//! `s<events>_<receipts>_<account_data>_<typing>_<presence>_<to_device>_<device_lists>`
+//! (older forms, without the last one, two or three fields, still parse,
 //! with those positions 0).
 //! Event positions
 //! are read only up to the writer's watermark, so a token never covers an
@@ -11,9 +12,10 @@
 use std::fmt;
 
 /// Fields in a token.
-const FIELDS: usize = 6;
-/// Fields in tokens written before to-device messages, and before presence.
-const FIELDS_OLD: [usize; 2] = [5, 4];
+const FIELDS: usize = 7;
+/// Fields in tokens written before device lists, to-device messages and
+/// presence.
+const FIELDS_OLD: [usize; 3] = [6, 5, 4];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncToken {
@@ -23,6 +25,7 @@ pub struct SyncToken {
     pub typing: i64,
     pub presence: i64,
     pub to_device: i64,
+    pub device_lists: i64,
 }
 
 impl SyncToken {
@@ -47,6 +50,7 @@ impl SyncToken {
             typing: parts[3],
             presence: parts.get(4).copied().unwrap_or(0),
             to_device: parts.get(5).copied().unwrap_or(0),
+            device_lists: parts.get(6).copied().unwrap_or(0),
         })
     }
 }
@@ -55,13 +59,14 @@ impl fmt::Display for SyncToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "s{}_{}_{}_{}_{}_{}",
+            "s{}_{}_{}_{}_{}_{}_{}",
             self.events,
             self.receipts,
             self.account_data,
             self.typing,
             self.presence,
-            self.to_device
+            self.to_device,
+            self.device_lists
         )
     }
 }
@@ -79,18 +84,21 @@ mod tests {
             typing: 0,
             presence: 7,
             to_device: 4,
+            device_lists: 2,
         };
-        assert_eq!(t.to_string(), "s12_3_5_0_7_4");
-        assert_eq!(SyncToken::parse("s12_3_5_0_7_4"), Ok(t));
+        assert_eq!(t.to_string(), "s12_3_5_0_7_4_2");
+        assert_eq!(SyncToken::parse("s12_3_5_0_7_4_2"), Ok(t));
     }
 
     #[test]
     fn old_tokens_have_later_streams_at_zero() {
         let t = SyncToken::parse("s12_3_5_9").unwrap();
         assert_eq!((t.typing, t.presence, t.to_device), (9, 0, 0));
-        assert_eq!(t.to_string(), "s12_3_5_9_0_0");
+        assert_eq!(t.to_string(), "s12_3_5_9_0_0_0");
         let t = SyncToken::parse("s12_3_5_9_2").unwrap();
         assert_eq!((t.presence, t.to_device), (2, 0));
+        let t = SyncToken::parse("s12_3_5_9_2_4").unwrap();
+        assert_eq!((t.to_device, t.device_lists), (4, 0));
     }
 
     #[test]
@@ -100,7 +108,7 @@ mod tests {
             "s",
             "12_3_5_0",
             "s1_2_3",
-            "s1_2_3_4_5_6_7",
+            "s1_2_3_4_5_6_7_8",
             "s1_2_3_4_-5",
             "sa_b_c_d",
             "s-1_0_0_0",

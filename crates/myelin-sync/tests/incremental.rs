@@ -101,6 +101,7 @@ async fn only_rooms_with_new_events_whatever_the_range() {
         receipts: writer.receipts(),
         account_data: writer.account_data(),
         to_device: writer.to_device(),
+        device_lists: writer.device_lists(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,

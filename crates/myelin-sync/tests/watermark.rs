@@ -88,6 +88,7 @@ async fn a_response_never_passes_a_write_in_flight() {
         receipts: writer.receipts(),
         account_data: writer.account_data(),
         to_device: writer.to_device(),
+        device_lists: writer.device_lists(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,
@@ -113,12 +114,13 @@ async fn a_response_never_passes_a_write_in_flight() {
     // A request waiting now is woken once the held write finishes.
     let waiting = {
         let since = second.clone();
-        let (storage, events, receipts, account_data, to_device, notifier) = (
+        let (storage, events, receipts, account_data, to_device, device_lists, notifier) = (
             storage.clone(),
             writer.events().clone(),
             writer.receipts().clone(),
             writer.account_data().clone(),
             writer.to_device().clone(),
+            writer.device_lists().clone(),
             writer.notifier().clone(),
         );
         let typing = typing.clone();
@@ -130,6 +132,7 @@ async fn a_response_never_passes_a_write_in_flight() {
                 receipts: &receipts,
                 account_data: &account_data,
                 to_device: &to_device,
+                device_lists: &device_lists,
                 notifier: &notifier,
                 typing: &typing,
                 presence: &presence,
@@ -172,6 +175,7 @@ async fn a_membership_past_the_bound_is_read_as_of_the_bound() {
         receipts: writer.receipts(),
         account_data: writer.account_data(),
         to_device: writer.to_device(),
+        device_lists: writer.device_lists(),
         notifier: writer.notifier(),
         typing: &typing,
         presence: &presence,

@@ -24,6 +24,7 @@ backend_tests!(
     sync_reports_key_counts,
     changes_list_users_sharing_a_room,
     deleting_a_device_deletes_its_keys,
+    device_lists_in_incremental_sync,
 );
 
 /// Canonical JSON: keys sorted at every level, no insignificant spaces.
@@ -613,5 +614,86 @@ async fn deleting_a_device_deletes_its_keys(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["device_keys"][&alice.user_id], json!({}), "{body}");
+    server.stop().await;
+}
+
+async fn device_lists_in_incremental_sync(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password-alice").await;
+    let bob = server.register("bob", "password-bob").await;
+    let carol = server.register("carol", "password-carol").await;
+    let room = server
+        .room_with(&alice, json!({ "preset": "public_chat" }), &[&bob])
+        .await;
+    let sync = |s: &Session, since: Option<String>| {
+        let server = &server;
+        let token = s.access_token.clone();
+        async move {
+            let path = match since {
+                Some(since) => format!("{V3}/sync?since={since}&timeout=0"),
+                None => format!("{V3}/sync"),
+            };
+            let (status, body) = server.get(&path, Some(&token)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let lists = |body: &Value| {
+        (
+            body["device_lists"]["changed"].clone(),
+            body["device_lists"]["left"].clone(),
+        )
+    };
+    let next = |body: &Value| body["next_batch"].as_str().expect("next_batch").to_owned();
+    let start = sync(&bob, None).await;
+    assert_eq!(lists(&start), (json!([]), json!([])));
+
+    // Alice (shares a room) uploads keys; Carol (shares none) too.
+    upload(
+        &server,
+        &alice,
+        json!({ "device_keys": DeviceKeys::new(&alice).device_keys() }),
+    )
+    .await;
+    upload(
+        &server,
+        &carol,
+        json!({ "device_keys": DeviceKeys::new(&carol).device_keys() }),
+    )
+    .await;
+    let body = sync(&bob, Some(next(&start))).await;
+    assert_eq!(lists(&body), (json!([alice.user_id]), json!([])), "{body}");
+
+    // Carol joins: Bob now shares a room with her.
+    server.join_room(&carol, &room).await;
+    let body = sync(&bob, Some(next(&body))).await;
+    assert_eq!(lists(&body), (json!([carol.user_id]), json!([])), "{body}");
+
+    // Carol leaves: Bob shares no room with her any more.
+    let (status, resp) = server
+        .post(
+            &format!("{V3}/rooms/{room}/leave"),
+            Some(&carol.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let body = sync(&bob, Some(next(&body))).await;
+    assert_eq!(lists(&body), (json!([]), json!([carol.user_id])), "{body}");
+
+    // A device of Alice's is deleted: her list changed.
+    let (status, resp) = server
+        .post(
+            &format!("{V3}/logout"),
+            Some(&alice.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let body = sync(&bob, Some(next(&body))).await;
+    assert_eq!(lists(&body), (json!([alice.user_id]), json!([])), "{body}");
+    // And nothing more after that.
+    let body = sync(&bob, Some(next(&body))).await;
+    assert_eq!(lists(&body), (json!([]), json!([])), "{body}");
     server.stop().await;
 }

@@ -130,8 +130,8 @@ async fn sync_carries_presence(backend: Backend) {
     let bob_since = bob_first["next_batch"].as_str().unwrap().to_owned();
     assert_eq!(
         bob_since.split('_').count(),
-        6,
-        "the token has presence and to-device"
+        7,
+        "the token has presence, to-device and device lists"
     );
     let carol_first = sync(&server, &carol, "").await;
     let carol_since = carol_first["next_batch"].as_str().unwrap().to_owned();

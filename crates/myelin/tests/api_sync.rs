@@ -951,7 +951,13 @@ async fn unread_counts_reset_by_receipt(backend: Backend) {
 async fn malformed_requests(backend: Backend) {
     let server = TestServer::start(backend).await;
     let alice = server.register("alice", "password-alice").await;
-    for since in ["garbage", "s1_2", "s-1_0_0_0", "s1_2_3_4_5_6_7", "sx_0_0_0"] {
+    for since in [
+        "garbage",
+        "s1_2",
+        "s-1_0_0_0",
+        "s1_2_3_4_5_6_7_8",
+        "sx_0_0_0",
+    ] {
         let result = sync_raw(&server, &alice.access_token, &[("since", since)]).await;
         assert_error(&result, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::keys::log_device_list_change;
 use crate::client::pushers::delete_user_pushers;
 use crate::client::register::{check_password_policy, hash};
 use crate::error::ApiResult;
@@ -55,6 +56,7 @@ pub async fn change_password(
             .storage
             .delete_devices_except(&me.user_id, Some(&me.device_id))
             .await?;
+        log_device_list_change(&state, &me.user_id).await?;
     }
     state
         .storage
@@ -84,6 +86,7 @@ pub async fn deactivate(
     let completed = uia.check(&state, req.auth.as_ref()).await?;
     delete_user_pushers(&state, &me.user_id, None).await?;
     state.storage.deactivate_user(&me.user_id).await?;
+    log_device_list_change(&state, &me.user_id).await?;
     state
         .storage
         .delete_uia_session(&completed.session_id)

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::keys::log_device_list_change;
 use crate::client::pushers::delete_device_pushers;
 use crate::error::ApiResult;
 use crate::extract::{MatrixJson, MatrixPath, OptionalMatrixJson};
@@ -116,6 +117,7 @@ pub async fn delete_device(
     authorize_deletion(&state, &me.user_id, auth.as_ref()).await?;
     delete_device_pushers(&state, &me.user_id, &device_id).await?;
     state.storage.delete_device(&me.user_id, &device_id).await?;
+    log_device_list_change(&state, &me.user_id).await?;
     Ok(Json(json!({})))
 }
 
@@ -142,6 +144,7 @@ pub async fn delete_devices(
         delete_device_pushers(&state, &me.user_id, device_id).await?;
         state.storage.delete_device(&me.user_id, device_id).await?;
     }
+    log_device_list_change(&state, &me.user_id).await?;
     Ok(Json(json!({})))
 }
 

@@ -5,12 +5,9 @@
 //! Only local users are served: keys of users on other servers are reported
 //! under `failures` (federation is a later issue).
 //!
-//! `/keys/changes` limitation: sync tokens carry no device-list position
-//! yet, so each change is logged with the events-stream watermark at the
-//! time it was made and reported for every token pair whose events
-//! positions enclose it, both ends included: a change may be reported for
-//! one window more than needed, never missed. Deleting a device logs no
-//! change yet, and `left` is always empty.
+//! Device-list changes (new or changed device keys, a deleted device) are
+//! logged at positions of the device-list stream, which sync tokens carry:
+//! `/sync`'s `device_lists` and `/keys/changes` read them.
 
 use std::collections::BTreeMap;
 
@@ -92,11 +89,14 @@ pub async fn upload(
             )
             .into());
         }
-        let events_pos = state.rooms.events().watermark();
-        state
+        let tracker = state.rooms.device_lists();
+        let pos = tracker.allocate();
+        let result = state
             .storage
-            .put_device_keys(&me.user_id, &me.device_id, &device_keys, events_pos)
-            .await?;
+            .put_device_keys(&me.user_id, &me.device_id, &device_keys, pos)
+            .await;
+        finish_device_list_change(&state, &me.user_id, pos, matches!(result, Ok(true))).await;
+        result?;
     }
     if !one_time_keys.is_empty() {
         match state
@@ -217,8 +217,6 @@ fn check_device_keys(
 #[derive(Deserialize)]
 pub struct QueryRequest {
     device_keys: BTreeMap<String, Vec<String>>,
-    #[allow(dead_code)]
-    timeout: Option<u64>,
 }
 
 /// The server name of a user id, `None` if it is not one.
@@ -275,8 +273,6 @@ pub async fn query(
 #[derive(Deserialize)]
 pub struct ClaimRequest {
     one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
-    #[allow(dead_code)]
-    timeout: Option<u64>,
 }
 
 /// `POST /_matrix/client/v3/keys/claim`
@@ -342,12 +338,12 @@ pub async fn changes(
     };
     let from = token("from", query.from)?;
     let to = token("to", query.to)?;
-    let changed = if from.events <= to.events {
+    let changed: Vec<String> = if from.device_lists < to.device_lists {
         let shared =
             myelin_rooms::presence::shared_users(state.storage.as_ref(), &me.user_id).await?;
         state
             .storage
-            .device_list_changes(from.events, to.events)
+            .device_list_changes(from.device_lists, to.device_lists)
             .await?
             .into_iter()
             .filter(|user| shared.contains(user))
@@ -356,4 +352,34 @@ pub async fn changes(
         Vec::new()
     };
     Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+/// Logs a change of `user_id`'s device list (a device deleted) and wakes the
+/// `/sync` of everyone sharing a room with them.
+pub async fn log_device_list_change(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let pos = state.rooms.device_lists().allocate();
+    let result = state.storage.log_device_list_change(user_id, pos).await;
+    finish_device_list_change(state, user_id, pos, result.is_ok()).await;
+    Ok(result?)
+}
+
+/// Finishes device-list position `pos`: readable now, and, when something
+/// changed, waking the users who share a room with `user_id`.
+async fn finish_device_list_change(state: &AppState, user_id: &str, pos: i64, changed: bool) {
+    let wake = if changed {
+        match myelin_rooms::presence::shared_users(state.storage.as_ref(), user_id).await {
+            Ok(users) => users.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot find whom a device-list change concerns");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let woken = state.rooms.device_lists().finish(pos, wake);
+    state
+        .rooms
+        .notifier()
+        .notify(woken.iter().map(String::as_str));
 }

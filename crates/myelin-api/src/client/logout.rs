@@ -6,6 +6,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::auth::Auth;
+use crate::client::keys::log_device_list_change;
 use crate::client::pushers::{delete_device_pushers, delete_user_pushers};
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -18,6 +19,7 @@ pub async fn logout(State(state): State<AppState>, Auth(me): Auth) -> ApiResult<
         .storage
         .delete_device(&me.user_id, &me.device_id)
         .await?;
+    log_device_list_change(&state, &me.user_id).await?;
     Ok(Json(json!({})))
 }
 
@@ -29,5 +31,6 @@ pub async fn logout_all(State(state): State<AppState>, Auth(me): Auth) -> ApiRes
         .storage
         .delete_devices_except(&me.user_id, None)
         .await?;
+    log_device_list_change(&state, &me.user_id).await?;
     Ok(Json(json!({})))
 }

@@ -24,6 +24,7 @@ pub mod register;
 pub mod relations;
 pub mod report;
 pub mod room;
+pub mod room_keys;
 pub mod room_read;
 pub mod search;
 pub mod send;
@@ -87,6 +88,35 @@ pub fn routes() -> Router<AppState> {
         .route(&v3("/keys/query"), post(keys::query))
         .route(&v3("/keys/claim"), post(keys::claim))
         .route(&v3("/keys/changes"), get(keys::changes))
+        // Server-side key backups
+        .route(
+            &v3("/room_keys/version"),
+            get(room_keys::get_current_version).post(room_keys::create_version),
+        )
+        .route(
+            &v3("/room_keys/version/{version}"),
+            get(room_keys::get_version)
+                .put(room_keys::update_version)
+                .delete(room_keys::delete_version),
+        )
+        .route(
+            &v3("/room_keys/keys"),
+            get(room_keys::get_keys)
+                .put(room_keys::put_keys)
+                .delete(room_keys::delete_keys),
+        )
+        .route(
+            &v3("/room_keys/keys/{room_id}"),
+            get(room_keys::get_room_keys)
+                .put(room_keys::put_room_keys)
+                .delete(room_keys::delete_room_keys),
+        )
+        .route(
+            &v3("/room_keys/keys/{room_id}/{session_id}"),
+            get(room_keys::get_session_key)
+                .put(room_keys::put_session_key)
+                .delete(room_keys::delete_session_key),
+        )
         // Profiles
         .route(&v3("/profile/{user_id}"), get(profile::get_profile))
         .route(

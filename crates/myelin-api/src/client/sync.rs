@@ -56,6 +56,7 @@ pub async fn sync(
         receipts: state.rooms.receipts(),
         account_data: state.rooms.account_data(),
         to_device: state.rooms.to_device(),
+        device_lists: state.rooms.device_lists(),
         notifier: state.rooms.notifier(),
         typing: &state.typing,
         presence: &state.presence,

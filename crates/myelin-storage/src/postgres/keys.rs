@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
-use super::{PostgresStorage, db_error, execute, query, query_opt};
+use super::{PostgresStorage, db_error, execute, query_opt};
 use crate::keys::{DeviceKeys, KeyStore, OneTimeKey};
 use crate::{StorageError, StorageResult};
 
@@ -41,8 +42,8 @@ impl KeyStore for PostgresStorage {
         user_id: &str,
         device_id: &str,
         keys: &Value,
-        events_pos: i64,
-    ) -> StorageResult<()> {
+        stream_pos: i64,
+    ) -> StorageResult<bool> {
         let text = keys.to_string();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
@@ -55,20 +56,11 @@ impl KeyStore for PostgresStorage {
         if let Some(old) = old {
             let old: String = old.try_get(0).map_err(db_error)?;
             if parse_json(&old) == *keys {
-                return Ok(());
+                return Ok(false);
             }
         }
-        let pos: i64 = query(
-            &tx,
-            "INSERT INTO device_list_changes (user_id, events_pos) VALUES ($1, $2)
-             RETURNING stream_pos",
-            &[&user_id, &events_pos],
-        )
-        .await?
-        .first()
-        .ok_or_else(|| StorageError::Backend("no position for a device-list change".into()))?
-        .try_get(0)
-        .map_err(db_error)?;
+        log_change(&tx, user_id, stream_pos).await?;
+        let pos = stream_pos;
         execute(
             &tx,
             "INSERT INTO device_keys (user_id, device_id, key_json, stream_pos)
@@ -78,7 +70,8 @@ impl KeyStore for PostgresStorage {
             &[&user_id, &device_id, &text, &pos],
         )
         .await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
     }
 
     async fn user_device_keys(
@@ -253,12 +246,17 @@ impl KeyStore for PostgresStorage {
         }))
     }
 
-    async fn device_list_changes(&self, from: i64, to: i64) -> StorageResult<Vec<String>> {
+    async fn log_device_list_change(&self, user_id: &str, stream_pos: i64) -> StorageResult<()> {
+        let client = self.client().await?;
+        log_change(&client, user_id, stream_pos).await
+    }
+
+    async fn device_list_changes(&self, after: i64, upto: i64) -> StorageResult<Vec<String>> {
         let rows = self
             .query(
                 "SELECT DISTINCT user_id FROM device_list_changes
-                 WHERE events_pos >= $1 AND events_pos <= $2 ORDER BY user_id",
-                &[&from, &to],
+                 WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY user_id",
+                &[&after, &upto],
             )
             .await?;
         rows.iter()
@@ -266,4 +264,20 @@ impl KeyStore for PostgresStorage {
             .collect::<Result<_, _>>()
             .map_err(db_error)
     }
+}
+
+/// Logs a device-list change at a position from the writer's tracker.
+async fn log_change(
+    client: &impl GenericClient,
+    user_id: &str,
+    stream_pos: i64,
+) -> StorageResult<()> {
+    execute(
+        client,
+        "INSERT INTO device_list_changes (stream_pos, user_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+        &[&stream_pos, &user_id],
+    )
+    .await?;
+    Ok(())
 }

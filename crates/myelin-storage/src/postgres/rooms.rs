@@ -451,6 +451,7 @@ impl RoomStore for PostgresStorage {
             Stream::Receipts => "SELECT nextval('receipts_stream_pos')",
             Stream::AccountData => "SELECT nextval('account_data_stream_id')",
             Stream::ToDevice => "SELECT nextval('to_device_stream_pos')",
+            Stream::DeviceLists => "SELECT nextval('device_list_stream_pos')",
         };
         let client = self.client().await?;
         first_i64(&query_one(&client, sql, &[]).await?)
@@ -480,6 +481,10 @@ impl RoomStore for PostgresStorage {
             Stream::ToDevice => {
                 "SELECT GREATEST((SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM to_device_stream_pos), \
                  (SELECT position FROM to_device_position))"
+            }
+            Stream::DeviceLists => {
+                "SELECT GREATEST((SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM device_list_stream_pos), \
+                 (SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes))"
             }
         };
         let client = self.client().await?;

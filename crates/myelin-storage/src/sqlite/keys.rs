@@ -36,8 +36,8 @@ impl KeyStore for SqliteStorage {
         user_id: &str,
         device_id: &str,
         keys: &Value,
-        events_pos: i64,
-    ) -> StorageResult<()> {
+        stream_pos: i64,
+    ) -> StorageResult<bool> {
         let (user_id, device_id) = (user_id.to_owned(), device_id.to_owned());
         let text = keys.to_string();
         self.write(move |tx| {
@@ -48,13 +48,10 @@ impl KeyStore for SqliteStorage {
                 .query_row(params![user_id, device_id], |row| row.get(0))
                 .optional()?;
             if old.is_some_and(|old| parse_json(&old) == parse_json(&text)) {
-                return Ok(());
+                return Ok(false);
             }
-            tx.prepare_cached(
-                "INSERT INTO device_list_changes (user_id, events_pos) VALUES (?1, ?2)",
-            )?
-            .execute(params![user_id, events_pos])?;
-            let pos = tx.last_insert_rowid();
+            log_change(tx, &user_id, stream_pos)?;
+            let pos = stream_pos;
             tx.prepare_cached(
                 "INSERT INTO device_keys (user_id, device_id, key_json, stream_pos)
                  VALUES (?1, ?2, ?3, ?4)
@@ -62,9 +59,15 @@ impl KeyStore for SqliteStorage {
                  SET key_json = excluded.key_json, stream_pos = excluded.stream_pos",
             )?
             .execute(params![user_id, device_id, text, pos])?;
-            Ok(())
+            Ok(true)
         })
         .await
+    }
+
+    async fn log_device_list_change(&self, user_id: &str, stream_pos: i64) -> StorageResult<()> {
+        let user_id = user_id.to_owned();
+        self.write(move |tx| log_change(tx, &user_id, stream_pos))
+            .await
     }
 
     async fn user_device_keys(
@@ -267,15 +270,34 @@ impl KeyStore for SqliteStorage {
         .await
     }
 
-    async fn device_list_changes(&self, from: i64, to: i64) -> StorageResult<Vec<String>> {
+    async fn device_list_changes(&self, after: i64, upto: i64) -> StorageResult<Vec<String>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT DISTINCT user_id FROM device_list_changes
-                 WHERE events_pos >= ?1 AND events_pos <= ?2 ORDER BY user_id",
+                 WHERE stream_pos > ?1 AND stream_pos <= ?2 ORDER BY user_id",
             )?;
-            let rows = stmt.query_map(params![from, to], |row| row.get(0))?;
+            let rows = stmt.query_map(params![after, upto], |row| row.get(0))?;
             rows.collect()
         })
         .await
     }
+}
+
+/// Logs a device-list change, and keeps the stream's counter at least at
+/// its position (positions come from the writer's tracker).
+fn log_change(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &str,
+    stream_pos: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO device_list_changes (stream_pos, user_id) VALUES (?1, ?2)
+         ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![stream_pos, user_id])?;
+    tx.prepare_cached(
+        "UPDATE counters SET position = MAX(position, ?1) WHERE name = 'device_list_stream_pos'",
+    )?
+    .execute([stream_pos])?;
+    Ok(())
 }

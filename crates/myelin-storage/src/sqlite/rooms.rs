@@ -57,6 +57,7 @@ fn stream_counter(stream: Stream) -> &'static str {
         Stream::Receipts => "receipts_stream_pos",
         Stream::AccountData => "account_data_stream_id",
         Stream::ToDevice => "to_device_stream_pos",
+        Stream::DeviceLists => "device_list_stream_pos",
     }
 }
 
@@ -415,6 +416,7 @@ impl RoomStore for SqliteStorage {
             Stream::AccountData => "SELECT COALESCE(MAX(stream_id), 0) FROM account_data",
             // Delivered messages are deleted; the counter keeps the greatest.
             Stream::ToDevice => "SELECT COALESCE(MAX(stream_pos), 0) FROM to_device_inbox",
+            Stream::DeviceLists => "SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes",
         };
         self.read(move |conn| {
             let drawn: i64 = conn

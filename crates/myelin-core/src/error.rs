@@ -55,6 +55,8 @@ pub enum ErrorKind {
     WrongRoomKeysVersion {
         current_version: i64,
     },
+    /// A cross-signing key whose signature does not verify.
+    InvalidSignature,
     /// 500: the detail goes to the log, never to the client.
     Internal,
 }
@@ -89,6 +91,7 @@ impl ErrorKind {
             Self::BadAlias => "M_BAD_ALIAS",
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
             Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
         }
     }
 }

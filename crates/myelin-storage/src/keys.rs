@@ -8,6 +8,11 @@
 //! and marks it used, but it stays available until the device uploads a new
 //! one, which replaces it.
 //!
+//! Cross-signing keys are kept one per user and usage, as uploaded.
+//! Signatures uploaded later (`/keys/signatures/upload`) are rows of their
+//! own, keyed by the target key and the signing key, merged into the key
+//! objects when they are served.
+//!
 //! Device-list changes are logged at positions of the device-list stream
 //! ([`crate::Stream::DeviceLists`]), which the caller allocates (the
 //! writer's tracker) and sync tokens carry.
@@ -36,6 +41,38 @@ pub struct DeviceKeys {
     pub keys: Value,
     /// The device's display name (`unsigned.device_display_name`).
     pub display_name: Option<String>,
+}
+
+/// What a cross-signing key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CrossSigningUsage {
+    Master,
+    SelfSigning,
+    UserSigning,
+}
+
+impl CrossSigningUsage {
+    /// The spec's name of the usage (`master`, `self_signing`,
+    /// `user_signing`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::SelfSigning => "self_signing",
+            Self::UserSigning => "user_signing",
+        }
+    }
+}
+
+/// One signature by `signer_user_id`'s key `signer_key_id` (for example
+/// `ed25519:<public key>`) over `target_user_id`'s key `target_key_id` (a
+/// device id, or a cross-signing public key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeySignature {
+    pub target_user_id: String,
+    pub target_key_id: String,
+    pub signer_user_id: String,
+    pub signer_key_id: String,
+    pub signature: String,
 }
 
 #[async_trait]
@@ -104,4 +141,31 @@ pub trait KeyStore: Send + Sync {
     /// Users with a device-list change at a position in `after < pos <=
     /// upto`, sorted, each once.
     async fn device_list_changes(&self, after: i64, upto: i64) -> StorageResult<Vec<String>>;
+    /// The user's cross-signing key of `usage`, as uploaded.
+    async fn cross_signing_key(
+        &self,
+        user_id: &str,
+        usage: CrossSigningUsage,
+    ) -> StorageResult<Option<Value>>;
+    /// Stores cross-signing keys of the user (each replacing the key of its
+    /// usage) and logs a device-list change of `user_id` at `stream_pos`,
+    /// in one transaction.
+    async fn put_cross_signing_keys(
+        &self,
+        user_id: &str,
+        keys: &[(CrossSigningUsage, Value)],
+        stream_pos: i64,
+    ) -> StorageResult<()>;
+    /// Stores signatures over keys of `target_user_id` (each replacing an
+    /// earlier one by the same signing key over the same key) and logs a
+    /// device-list change of `target_user_id` at `stream_pos`, in one
+    /// transaction. Signatures over other users' keys are skipped.
+    async fn put_key_signatures(
+        &self,
+        target_user_id: &str,
+        signatures: &[KeySignature],
+        stream_pos: i64,
+    ) -> StorageResult<()>;
+    /// The stored signatures over keys of `target_user_id`, sorted.
+    async fn key_signatures(&self, target_user_id: &str) -> StorageResult<Vec<KeySignature>>;
 }

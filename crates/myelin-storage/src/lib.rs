@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use backup::{BackedUpSession, BackupScope, BackupStore, BackupUpload, BackupVersion};
 pub use directory::{DirectoryStore, NewReport, Report};
-pub use keys::{DeviceKeys, KeyStore, OneTimeKey};
+pub use keys::{CrossSigningUsage, DeviceKeys, KeySignature, KeyStore, OneTimeKey};
 pub use migrate::{Migration, MigrationReport};
 pub use push::{Notification, PushAction, PushStore, Pusher, UnreadAction};
 pub use relations::{

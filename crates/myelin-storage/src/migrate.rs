@@ -73,6 +73,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "backup",
         sql: include_str!("../../../sql/sqlite/0009_backup.sql"),
     },
+    Migration {
+        version: 10,
+        name: "cross_signing",
+        sql: include_str!("../../../sql/sqlite/0010_cross_signing.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -121,6 +126,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "backup",
         sql: include_str!("../../../sql/postgres/0009_backup.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "cross_signing",
+        sql: include_str!("../../../sql/postgres/0010_cross_signing.sql"),
     },
 ];
 

@@ -114,6 +114,8 @@ contract! {
         backup_sessions_replacement_etag_and_count,
         backup_sessions_scopes_and_wrong_versions,
         backup_concurrent_creations_get_distinct_versions,
+        keys_cross_signing_keys_replace_and_log_changes,
+        keys_signatures_stored_per_target_and_replaced,
     ],
     db: [
         migrations_apply_once,
@@ -4815,5 +4817,149 @@ async fn backup_concurrent_creations_get_distinct_versions(store: DynStorage) {
             .expect("current")
             .map(|v| v.version),
         Some(10)
+    );
+}
+
+async fn keys_cross_signing_keys_replace_and_log_changes(store: DynStorage) {
+    use myelin_storage::CrossSigningUsage::{Master, SelfSigning, UserSigning};
+    let alice = create_user(&store, "alice").await;
+    let bob = create_user(&store, "bob").await;
+    assert_eq!(
+        store.cross_signing_key(&alice, Master).await.expect("get"),
+        None
+    );
+    let master = json!({ "user_id": alice, "usage": ["master"], "keys": { "ed25519:M1": "M1" } });
+    let ssk =
+        json!({ "user_id": alice, "usage": ["self_signing"], "keys": { "ed25519:S1": "S1" } });
+    let usk =
+        json!({ "user_id": alice, "usage": ["user_signing"], "keys": { "ed25519:U1": "U1" } });
+    store
+        .put_cross_signing_keys(
+            &alice,
+            &[
+                (Master, master.clone()),
+                (SelfSigning, ssk.clone()),
+                (UserSigning, usk.clone()),
+            ],
+            5,
+        )
+        .await
+        .expect("put");
+    for (usage, key) in [(Master, &master), (SelfSigning, &ssk), (UserSigning, &usk)] {
+        assert_eq!(
+            store
+                .cross_signing_key(&alice, usage)
+                .await
+                .expect("get")
+                .as_ref(),
+            Some(key)
+        );
+        assert_eq!(
+            store.cross_signing_key(&bob, usage).await.expect("get"),
+            None
+        );
+    }
+    // A new master key replaces the old one only.
+    let master2 = json!({ "user_id": alice, "usage": ["master"], "keys": { "ed25519:M2": "M2" } });
+    store
+        .put_cross_signing_keys(&alice, &[(Master, master2.clone())], 7)
+        .await
+        .expect("put");
+    assert_eq!(
+        store.cross_signing_key(&alice, Master).await.expect("get"),
+        Some(master2)
+    );
+    assert_eq!(
+        store
+            .cross_signing_key(&alice, SelfSigning)
+            .await
+            .expect("get"),
+        Some(ssk)
+    );
+    assert_eq!(
+        store.device_list_changes(0, 5).await.expect("changes"),
+        vec![alice.clone()]
+    );
+    assert_eq!(
+        store.device_list_changes(5, 7).await.expect("changes"),
+        vec![alice.clone()]
+    );
+    assert_eq!(
+        store.device_list_changes(7, 100).await.expect("changes"),
+        Vec::<String>::new()
+    );
+}
+
+async fn keys_signatures_stored_per_target_and_replaced(store: DynStorage) {
+    use myelin_storage::KeySignature;
+    let alice = create_user(&store, "alice").await;
+    let bob = create_user(&store, "bob").await;
+    let sig = |target: &str, key: &str, signer: &str, by: &str, value: &str| KeySignature {
+        target_user_id: target.to_owned(),
+        target_key_id: key.to_owned(),
+        signer_user_id: signer.to_owned(),
+        signer_key_id: by.to_owned(),
+        signature: value.to_owned(),
+    };
+    assert!(store.key_signatures(&alice).await.expect("read").is_empty());
+    store
+        .put_key_signatures(
+            &alice,
+            &[
+                sig(&alice, "PHONE", &alice, "ed25519:SSK", "s1"),
+                sig(&alice, "MASTER", &alice, "ed25519:PHONE", "s2"),
+                // Another target user's: skipped.
+                sig(&bob, "BOBMASTER", &alice, "ed25519:USK", "s3"),
+            ],
+            3,
+        )
+        .await
+        .expect("put");
+    store
+        .put_key_signatures(
+            &bob,
+            &[sig(&bob, "BOBMASTER", &alice, "ed25519:USK", "s3")],
+            4,
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        store.key_signatures(&alice).await.expect("read"),
+        vec![
+            sig(&alice, "MASTER", &alice, "ed25519:PHONE", "s2"),
+            sig(&alice, "PHONE", &alice, "ed25519:SSK", "s1"),
+        ]
+    );
+    assert_eq!(
+        store.key_signatures(&bob).await.expect("read"),
+        vec![sig(&bob, "BOBMASTER", &alice, "ed25519:USK", "s3")]
+    );
+    // The same signer over the same key again: replaced.
+    store
+        .put_key_signatures(
+            &alice,
+            &[sig(&alice, "PHONE", &alice, "ed25519:SSK", "s1b")],
+            6,
+        )
+        .await
+        .expect("put");
+    assert_eq!(
+        store.key_signatures(&alice).await.expect("read"),
+        vec![
+            sig(&alice, "MASTER", &alice, "ed25519:PHONE", "s2"),
+            sig(&alice, "PHONE", &alice, "ed25519:SSK", "s1b"),
+        ]
+    );
+    assert_eq!(
+        store.device_list_changes(0, 3).await.expect("changes"),
+        vec![alice.clone()]
+    );
+    assert_eq!(
+        store.device_list_changes(3, 4).await.expect("changes"),
+        vec![bob.clone()]
+    );
+    assert_eq!(
+        store.device_list_changes(4, 6).await.expect("changes"),
+        vec![alice.clone()]
     );
 }

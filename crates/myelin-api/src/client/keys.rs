@@ -5,6 +5,10 @@
 //! Only local users are served: keys of users on other servers are reported
 //! under `failures` (federation is a later issue).
 //!
+//! `/keys/query` also serves cross-signing keys (`client/cross_signing.rs`)
+//! and merges the stored signatures into the keys it serves: signatures by
+//! the key's own user, and by the caller.
+//!
 //! Device-list changes (new or changed device keys, a deleted device) are
 //! logged at positions of the device-list stream, which sync tokens carry:
 //! `/sync`'s `device_lists` and `/keys/changes` read them.
@@ -14,16 +18,13 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use myelin_core::MatrixError;
-use myelin_storage::{OneTimeKey, StorageError};
+use myelin_storage::{CrossSigningUsage, KeySignature, OneTimeKey, StorageError};
 use myelin_sync::SyncToken;
-use ruma::serde::Base64;
-use ruma::signatures::{
-    SigningKeyAlgorithm, to_canonical_json_string_for_signing, verify_canonical_json_bytes,
-};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Auth;
+use crate::client::cross_signing::verify_signature;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{MatrixJson, MatrixQuery};
 use crate::state::AppState;
@@ -48,12 +49,13 @@ pub struct UploadRequest {
 }
 
 /// The fields of `device_keys` the server checks; the object is stored as
-/// given.
+/// given. `algorithms` and `signatures` are read for their shape only (the
+/// signature itself is verified on the object).
 #[derive(Deserialize)]
+#[allow(dead_code)]
 struct DeviceKeysShape {
     user_id: String,
     device_id: String,
-    #[allow(dead_code)]
     algorithms: Vec<String>,
     keys: BTreeMap<String, String>,
     signatures: BTreeMap<String, BTreeMap<String, String>>,
@@ -186,31 +188,8 @@ fn check_device_keys(
     let public_key = shape.keys.get(&key_id).ok_or_else(|| {
         MatrixError::invalid_param(format!("device_keys.keys has no `{key_id}` key"))
     })?;
-    let signature = shape
-        .signatures
-        .get(user_id)
-        .and_then(|s| s.get(&key_id))
-        .ok_or_else(|| {
-            MatrixError::invalid_param(format!(
-                "device_keys is not signed by {user_id}'s `{key_id}`"
-            ))
-        })?;
-    let invalid = |what: &str| MatrixError::invalid_param(format!("device_keys: {what}"));
-    let public_key: Base64 =
-        Base64::parse(public_key).map_err(|_| invalid("the ed25519 key is not base64"))?;
-    let signature: Base64 =
-        Base64::parse(signature).map_err(|_| invalid("the signature is not base64"))?;
-    let canonical = ruma::canonical_json::try_from_json_map(object.clone())
-        .map_err(|e| MatrixError::bad_json(format!("device_keys is not canonical JSON: {e}")))?;
-    let signed = to_canonical_json_string_for_signing(&canonical)
-        .map_err(|e| MatrixError::bad_json(format!("device_keys: {e}")))?;
-    verify_canonical_json_bytes(
-        &SigningKeyAlgorithm::Ed25519,
-        public_key.as_bytes(),
-        signature.as_bytes(),
-        signed.as_bytes(),
-    )
-    .map_err(|_| invalid("the signature does not verify"))?;
+    verify_signature(object, user_id, &key_id, public_key)
+        .map_err(|why| MatrixError::invalid_param(format!("device_keys: {why}")))?;
     Ok(())
 }
 
@@ -236,7 +215,7 @@ fn remote_failure(failures: &mut Map<String, Value>, server: &str) {
 /// `POST /_matrix/client/v3/keys/query`
 pub async fn query(
     State(state): State<AppState>,
-    Auth(_me): Auth,
+    Auth(me): Auth,
     MatrixJson(req): MatrixJson<QueryRequest>,
 ) -> ApiResult<Json<Value>> {
     if req.device_keys.len() > USERS_MAX {
@@ -246,6 +225,9 @@ pub async fn query(
         .into());
     }
     let mut device_keys = Map::new();
+    let mut master_keys = Map::new();
+    let mut self_signing_keys = Map::new();
+    let mut user_signing_keys = Map::new();
     let mut failures = Map::new();
     for (user_id, devices) in req.device_keys {
         let Some(server) = server_of(&user_id) else {
@@ -255,19 +237,81 @@ pub async fn query(
             remote_failure(&mut failures, server);
             continue;
         }
+        // Signatures the caller may see: the user's own, and the caller's.
+        let signatures: Vec<KeySignature> = state
+            .storage
+            .key_signatures(&user_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.signer_user_id == user_id || s.signer_user_id == me.user_id)
+            .collect();
         let mut user_keys = Map::new();
         for keys in state.storage.user_device_keys(&user_id, &devices).await? {
             let mut object = keys.keys;
+            merge_signatures(&mut object, &keys.device_id, &signatures);
             if let Some(name) = keys.display_name {
                 object["unsigned"] = json!({ "device_display_name": name });
             }
             user_keys.insert(keys.device_id, object);
         }
-        device_keys.insert(user_id, Value::Object(user_keys));
+        device_keys.insert(user_id.clone(), Value::Object(user_keys));
+        let storage = &state.storage;
+        if let Some(mut master) = storage
+            .cross_signing_key(&user_id, CrossSigningUsage::Master)
+            .await?
+        {
+            if let Some(public_key) = crate::client::cross_signing::public_key_of(&master) {
+                let public_key = public_key.to_owned();
+                merge_signatures(&mut master, &public_key, &signatures);
+            }
+            master_keys.insert(user_id.clone(), master);
+        }
+        if let Some(key) = storage
+            .cross_signing_key(&user_id, CrossSigningUsage::SelfSigning)
+            .await?
+        {
+            self_signing_keys.insert(user_id.clone(), key);
+        }
+        if user_id == me.user_id
+            && let Some(key) = storage
+                .cross_signing_key(&user_id, CrossSigningUsage::UserSigning)
+                .await?
+        {
+            user_signing_keys.insert(user_id.clone(), key);
+        }
     }
-    Ok(Json(
-        json!({ "device_keys": device_keys, "failures": failures }),
-    ))
+    Ok(Json(json!({
+        "device_keys": device_keys,
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
+        "user_signing_keys": user_signing_keys,
+        "failures": failures,
+    })))
+}
+
+/// Adds the stored signatures over key `key_id` to `object`'s `signatures`.
+fn merge_signatures(object: &mut Value, key_id: &str, signatures: &[KeySignature]) {
+    for s in signatures.iter().filter(|s| s.target_key_id == key_id) {
+        let Some(map) = object.as_object_mut() else {
+            return;
+        };
+        let all = map
+            .entry("signatures")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !all.is_object() {
+            *all = Value::Object(Map::new());
+        }
+        let by_user = all
+            .as_object_mut()
+            .map(|all| {
+                all.entry(s.signer_user_id.clone())
+                    .or_insert_with(|| Value::Object(Map::new()))
+            })
+            .filter(|v| v.is_object());
+        if let Some(Value::Object(by_user)) = by_user {
+            by_user.insert(s.signer_key_id.clone(), Value::String(s.signature.clone()));
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -365,7 +409,12 @@ pub async fn log_device_list_change(state: &AppState, user_id: &str) -> ApiResul
 
 /// Finishes device-list position `pos`: readable now, and, when something
 /// changed, waking the users who share a room with `user_id`.
-async fn finish_device_list_change(state: &AppState, user_id: &str, pos: i64, changed: bool) {
+pub(crate) async fn finish_device_list_change(
+    state: &AppState,
+    user_id: &str,
+    pos: i64,
+    changed: bool,
+) {
     let wake = if changed {
         match myelin_rooms::presence::shared_users(state.storage.as_ref(), user_id).await {
             Ok(users) => users.into_iter().collect(),

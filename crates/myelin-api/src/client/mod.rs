@@ -5,6 +5,7 @@ pub mod account;
 pub mod account_data;
 pub mod capabilities;
 pub mod create_room;
+pub mod cross_signing;
 pub mod devices;
 pub mod directory;
 pub mod directory_list;
@@ -88,6 +89,14 @@ pub fn routes() -> Router<AppState> {
         .route(&v3("/keys/query"), post(keys::query))
         .route(&v3("/keys/claim"), post(keys::claim))
         .route(&v3("/keys/changes"), get(keys::changes))
+        .route(
+            &v3("/keys/device_signing/upload"),
+            post(cross_signing::upload_device_signing),
+        )
+        .route(
+            &v3("/keys/signatures/upload"),
+            post(cross_signing::upload_signatures),
+        )
         // Server-side key backups
         .route(
             &v3("/room_keys/version"),

@@ -8,7 +8,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
 use super::{PostgresStorage, db_error, execute, query_opt};
-use crate::keys::{DeviceKeys, KeyStore, OneTimeKey};
+use crate::keys::{CrossSigningUsage, DeviceKeys, KeySignature, KeyStore, OneTimeKey};
 use crate::{StorageError, StorageResult};
 
 fn parse_json(text: &str) -> Value {
@@ -263,6 +263,104 @@ impl KeyStore for PostgresStorage {
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()
             .map_err(db_error)
+    }
+
+    async fn cross_signing_key(
+        &self,
+        user_id: &str,
+        usage: CrossSigningUsage,
+    ) -> StorageResult<Option<Value>> {
+        let row = self
+            .query_opt(
+                "SELECT key_json FROM cross_signing_keys WHERE user_id = $1 AND usage = $2",
+                &[&user_id, &usage.as_str()],
+            )
+            .await?;
+        row.map(|row| row.try_get::<_, String>(0).map(|t| parse_json(&t)))
+            .transpose()
+            .map_err(db_error)
+    }
+
+    async fn put_cross_signing_keys(
+        &self,
+        user_id: &str,
+        keys: &[(CrossSigningUsage, Value)],
+        stream_pos: i64,
+    ) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        for (usage, key) in keys {
+            execute(
+                &tx,
+                "INSERT INTO cross_signing_keys (user_id, usage, key_json) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, usage) DO UPDATE SET key_json = excluded.key_json",
+                &[&user_id, &usage.as_str(), &key.to_string()],
+            )
+            .await?;
+        }
+        log_change(&tx, user_id, stream_pos).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn put_key_signatures(
+        &self,
+        target_user_id: &str,
+        signatures: &[KeySignature],
+        stream_pos: i64,
+    ) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        for s in signatures
+            .iter()
+            .filter(|s| s.target_user_id == target_user_id)
+        {
+            execute(
+                &tx,
+                "INSERT INTO key_signatures
+                 (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)
+                 DO UPDATE SET signature = excluded.signature",
+                &[
+                    &s.target_user_id,
+                    &s.target_key_id,
+                    &s.signer_user_id,
+                    &s.signer_key_id,
+                    &s.signature,
+                ],
+            )
+            .await?;
+        }
+        log_change(&tx, target_user_id, stream_pos).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn key_signatures(&self, target_user_id: &str) -> StorageResult<Vec<KeySignature>> {
+        let rows = self
+            .query(
+                "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
+                 FROM key_signatures WHERE target_user_id = $1
+                 ORDER BY target_key_id, signer_user_id, signer_key_id",
+                &[&target_user_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeySignature {
+                    target_user_id: row.try_get(0)?,
+                    target_key_id: row.try_get(1)?,
+                    signer_user_id: row.try_get(2)?,
+                    signer_key_id: row.try_get(3)?,
+                    signature: row.try_get(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(db_error)
+            .map(|mut all| {
+                // Byte order, whatever the database's collation.
+                all.sort();
+                all
+            })
     }
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::SqliteStorage;
-use crate::keys::{DeviceKeys, KeyStore, OneTimeKey};
+use crate::keys::{CrossSigningUsage, DeviceKeys, KeySignature, KeyStore, OneTimeKey};
 use crate::{StorageError, StorageResult};
 
 fn parse_json(text: &str) -> Value {
@@ -277,6 +277,102 @@ impl KeyStore for SqliteStorage {
                  WHERE stream_pos > ?1 AND stream_pos <= ?2 ORDER BY user_id",
             )?;
             let rows = stmt.query_map(params![after, upto], |row| row.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn cross_signing_key(
+        &self,
+        user_id: &str,
+        usage: CrossSigningUsage,
+    ) -> StorageResult<Option<Value>> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT key_json FROM cross_signing_keys WHERE user_id = ?1 AND usage = ?2",
+            )?
+            .query_row(params![user_id, usage.as_str()], |row| {
+                row.get::<_, String>(0).map(|t| parse_json(&t))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn put_cross_signing_keys(
+        &self,
+        user_id: &str,
+        keys: &[(CrossSigningUsage, Value)],
+        stream_pos: i64,
+    ) -> StorageResult<()> {
+        let user_id = user_id.to_owned();
+        let keys: Vec<(CrossSigningUsage, String)> =
+            keys.iter().map(|(u, k)| (*u, k.to_string())).collect();
+        self.write(move |tx| {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO cross_signing_keys (user_id, usage, key_json) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, usage) DO UPDATE SET key_json = excluded.key_json",
+            )?;
+            for (usage, text) in &keys {
+                upsert.execute(params![user_id, usage.as_str(), text])?;
+            }
+            log_change(tx, &user_id, stream_pos)
+        })
+        .await
+    }
+
+    async fn put_key_signatures(
+        &self,
+        target_user_id: &str,
+        signatures: &[KeySignature],
+        stream_pos: i64,
+    ) -> StorageResult<()> {
+        let target = target_user_id.to_owned();
+        let signatures: Vec<KeySignature> = signatures
+            .iter()
+            .filter(|s| s.target_user_id == target_user_id)
+            .cloned()
+            .collect();
+        self.write(move |tx| {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO key_signatures
+                 (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id)
+                 DO UPDATE SET signature = excluded.signature",
+            )?;
+            for s in &signatures {
+                upsert.execute(params![
+                    s.target_user_id,
+                    s.target_key_id,
+                    s.signer_user_id,
+                    s.signer_key_id,
+                    s.signature
+                ])?;
+            }
+            log_change(tx, &target, stream_pos)
+        })
+        .await
+    }
+
+    async fn key_signatures(&self, target_user_id: &str) -> StorageResult<Vec<KeySignature>> {
+        let target = target_user_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature
+                 FROM key_signatures WHERE target_user_id = ?1
+                 ORDER BY target_key_id, signer_user_id, signer_key_id",
+            )?;
+            let rows = stmt.query_map([target], |row| {
+                Ok(KeySignature {
+                    target_user_id: row.get(0)?,
+                    target_key_id: row.get(1)?,
+                    signer_user_id: row.get(2)?,
+                    signer_key_id: row.get(3)?,
+                    signature: row.get(4)?,
+                })
+            })?;
             rows.collect()
         })
         .await

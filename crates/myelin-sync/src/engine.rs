@@ -122,10 +122,6 @@ pub(crate) async fn compute(
         to_device: s.to_device.min(upto.to_device),
         device_lists: s.device_lists.min(upto.device_lists),
     });
-    // Syncing with a token acknowledges the to-device messages it covered.
-    if let Some(s) = since {
-        acknowledge_to_device(storage, req, s.to_device).await?;
-    }
     // No stream moved since the token: nothing can be new (a long-poll's
     // first look, and every look after a wake for another user's write).
     if since == Some(upto) && !req.full_state {
@@ -464,7 +460,7 @@ fn body(upto: SyncToken, sections: Sections) -> Value {
 /// Deletes the device's to-device messages up to `upto`, which a sync
 /// token covering them acknowledges. Reads first: most syncs acknowledge
 /// nothing, and a read costs less than a write.
-async fn acknowledge_to_device(
+pub(crate) async fn acknowledge_to_device(
     storage: &dyn Storage,
     req: &SyncRequest,
     upto: i64,

@@ -103,6 +103,13 @@ pub async fn sync(src: &SyncSources<'_>, req: &SyncRequest) -> MatrixResult<Valu
     let filter = filter::SyncFilter::new(req.filter.clone());
     // Subscribe before reading anything: a write after this point wakes us.
     let mut wake = src.notifier.subscribe(&req.user_id);
+    // Syncing with a token acknowledges the to-device messages it covered
+    // (once per request, not per long-poll look; a token from the future
+    // acknowledges only what is written).
+    if let Some(since) = req.since {
+        let acked = since.to_device.min(src.to_device.watermark());
+        engine::acknowledge_to_device(src.storage, req, acked).await?;
+    }
     let deadline = tokio::time::Instant::now() + req.timeout;
     loop {
         let upto = engine::bounds(src).await?;

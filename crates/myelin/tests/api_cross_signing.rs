@@ -6,8 +6,6 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use common::*;
 use ed25519_dalek::{Signer as _, SigningKey};
 use reqwest::StatusCode;
@@ -21,30 +19,6 @@ backend_tests!(
     signatures_verified_per_key,
     device_lists_change_for_a_peer,
 );
-
-/// Canonical JSON: keys sorted at every level, no insignificant spaces.
-fn canonical(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let inner: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical(v)))
-                .collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(canonical).collect();
-            format!("[{}]", inner.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    STANDARD_NO_PAD.encode(bytes)
-}
 
 /// An ed25519 key pair as a client holds it.
 struct Key(SigningKey);

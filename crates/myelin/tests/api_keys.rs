@@ -7,8 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use common::*;
 use ed25519_dalek::{Signer as _, SigningKey};
 use reqwest::StatusCode;
@@ -26,30 +24,6 @@ backend_tests!(
     deleting_a_device_deletes_its_keys,
     device_lists_in_incremental_sync,
 );
-
-/// Canonical JSON: keys sorted at every level, no insignificant spaces.
-fn canonical(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let inner: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), canonical(v)))
-                .collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        Value::Array(items) => {
-            let inner: Vec<String> = items.iter().map(canonical).collect();
-            format!("[{}]", inner.join(","))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    STANDARD_NO_PAD.encode(bytes)
-}
 
 /// A device's keys: its ed25519 signing key, as a client holds it.
 struct DeviceKeys {

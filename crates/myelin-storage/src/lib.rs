@@ -103,6 +103,17 @@ pub struct Device {
     pub created_ms: i64,
 }
 
+/// A user's dehydrated device (MSC3814): a device without a session whose
+/// to-device messages a later device of the user reads, and the client's
+/// encrypted `device_data` to rehydrate it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DehydratedDevice {
+    pub user_id: String,
+    pub device_id: String,
+    pub device_data: serde_json::Value,
+    pub created_ms: i64,
+}
+
 /// A session's token pair as stored: digests only, never the tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSession {
@@ -243,6 +254,21 @@ pub trait DeviceStore: Send + Sync {
         ip: Option<&str>,
         seen_ms: i64,
     ) -> StorageResult<()>;
+    /// The user's dehydrated device (MSC3814), if any.
+    async fn dehydrated_device(&self, user_id: &str) -> StorageResult<Option<DehydratedDevice>>;
+    /// Makes a new device, without a session, the user's dehydrated device,
+    /// in one transaction: the previous dehydrated device is deleted first,
+    /// with all it holds (keys, inbox). [`StorageError::Conflict`] if the
+    /// user has another device with this id. Returns the replaced device's
+    /// id.
+    async fn put_dehydrated_device(
+        &self,
+        device: DehydratedDevice,
+        display_name: Option<&str>,
+    ) -> StorageResult<Option<String>>;
+    /// Deletes the user's dehydrated device with all it holds; its id, or
+    /// `None` if the user had none.
+    async fn delete_dehydrated_device(&self, user_id: &str) -> StorageResult<Option<String>>;
 }
 
 /// Per-user and per-room account data.

@@ -78,6 +78,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "cross_signing",
         sql: include_str!("../../../sql/sqlite/0010_cross_signing.sql"),
     },
+    Migration {
+        version: 11,
+        name: "dehydrated_devices",
+        sql: include_str!("../../../sql/sqlite/0011_dehydrated_devices.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -131,6 +136,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 10,
         name: "cross_signing",
         sql: include_str!("../../../sql/postgres/0010_cross_signing.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "dehydrated_devices",
+        sql: include_str!("../../../sql/postgres/0011_dehydrated_devices.sql"),
     },
 ];
 

@@ -28,9 +28,10 @@ mod to_device;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{
-    AccessToken, AccountDataStore, Device, DeviceStore, DirectoryUser, FilterStore, NewSession,
-    NewUser, OpenOptions, PoolStats, RefreshToken, RegistrationToken, RegistrationTokenStore,
-    Storage, StorageError, StorageResult, UiaSession, UiaStore, User, UserStore,
+    AccessToken, AccountDataStore, DehydratedDevice, Device, DeviceStore, DirectoryUser,
+    FilterStore, NewSession, NewUser, OpenOptions, PoolStats, RefreshToken, RegistrationToken,
+    RegistrationTokenStore, Storage, StorageError, StorageResult, UiaSession, UiaStore, User,
+    UserStore,
 };
 
 /// How long establishing one connection may take before the server is
@@ -415,9 +416,10 @@ async fn delete_devices(
     user_id: &str,
     which: Devices<'_>,
 ) -> StorageResult<u64> {
-    let (sql, device): (&[&str; 7], Option<&str>) = match which {
+    let (sql, device): (&[&str; 8], Option<&str>) = match which {
         Devices::One(device) => (
             &[
+                "DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM to_device_inbox WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
                 "DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2",
@@ -430,6 +432,8 @@ async fn delete_devices(
         ),
         Devices::AllBut(keep) => (
             &[
+                "DELETE FROM dehydrated_devices
+                 WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
                 "DELETE FROM to_device_inbox
                  WHERE user_id = $1 AND ($2::TEXT IS NULL OR device_id <> $2)",
                 "DELETE FROM device_keys
@@ -850,6 +854,102 @@ impl DeviceStore for PostgresStorage {
         .await?;
         Ok(())
     }
+
+    async fn dehydrated_device(&self, user_id: &str) -> StorageResult<Option<DehydratedDevice>> {
+        let client = self.client().await?;
+        dehydrated_device(&client, user_id).await
+    }
+
+    async fn put_dehydrated_device(
+        &self,
+        device: DehydratedDevice,
+        display_name: Option<&str>,
+    ) -> StorageResult<Option<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // One replacement per user at a time, also when there is no row yet
+        // to lock.
+        lock_user_dehydration(&tx, &device.user_id).await?;
+        let old = dehydrated_device(&tx, &device.user_id)
+            .await?
+            .map(|d| d.device_id);
+        if let Some(old) = &old {
+            delete_devices(&tx, &device.user_id, Devices::One(old)).await?;
+        }
+        execute(
+            &tx,
+            "INSERT INTO devices (user_id, device_id, display_name, created_ms)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &device.user_id,
+                &device.device_id,
+                &display_name,
+                &device.created_ms,
+            ],
+        )
+        .await?;
+        execute(
+            &tx,
+            "INSERT INTO dehydrated_devices (user_id, device_id, device_data, created_ms)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &device.user_id,
+                &device.device_id,
+                &device.device_data.to_string(),
+                &device.created_ms,
+            ],
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(old)
+    }
+
+    async fn delete_dehydrated_device(&self, user_id: &str) -> StorageResult<Option<String>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        lock_user_dehydration(&tx, user_id).await?;
+        let old = dehydrated_device(&tx, user_id).await?.map(|d| d.device_id);
+        if let Some(old) = &old {
+            delete_devices(&tx, user_id, Devices::One(old)).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(old)
+    }
+}
+
+/// Serializes changes of one user's dehydrated device until the transaction
+/// ends.
+async fn lock_user_dehydration(client: &impl GenericClient, user_id: &str) -> StorageResult<()> {
+    execute(
+        client,
+        "SELECT pg_advisory_xact_lock(hashtext('dehydrated_device:' || $1))",
+        &[&user_id],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn dehydrated_device(
+    client: &impl GenericClient,
+    user_id: &str,
+) -> StorageResult<Option<DehydratedDevice>> {
+    let Some(row) = query_opt(
+        client,
+        "SELECT device_id, device_data, created_ms FROM dehydrated_devices WHERE user_id = $1",
+        &[&user_id],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let data: String = row.try_get(1).map_err(db_error)?;
+    Ok(Some(DehydratedDevice {
+        user_id: user_id.to_owned(),
+        device_id: row.try_get(0).map_err(db_error)?,
+        device_data: serde_json::from_str(&data)
+            .map_err(|e| StorageError::Backend(format!("dehydrated device data: {e}")))?,
+        created_ms: row.try_get(2).map_err(db_error)?,
+    }))
 }
 
 #[async_trait]

@@ -37,9 +37,10 @@ mod to_device;
 
 use crate::migrate::{self, MigrationReport};
 use crate::{
-    AccessToken, AccountDataStore, Device, DeviceStore, DirectoryUser, FilterStore, NewSession,
-    NewUser, OpenOptions, PoolStats, RefreshToken, RegistrationToken, RegistrationTokenStore,
-    Storage, StorageError, StorageResult, UiaSession, UiaStore, User, UserStore,
+    AccessToken, AccountDataStore, DehydratedDevice, Device, DeviceStore, DirectoryUser,
+    FilterStore, NewSession, NewUser, OpenOptions, PoolStats, RefreshToken, RegistrationToken,
+    RegistrationTokenStore, Storage, StorageError, StorageResult, UiaSession, UiaStore, User,
+    UserStore,
 };
 
 /// How long a connection waits for a lock held by another process (a
@@ -451,9 +452,10 @@ fn delete_devices(
     user_id: &str,
     which: Devices<'_>,
 ) -> rusqlite::Result<usize> {
-    let (sql, device): (&[&str; 7], Option<&str>) = match which {
+    let (sql, device): (&[&str; 8], Option<&str>) = match which {
         Devices::One(device) => (
             &[
+                "DELETE FROM dehydrated_devices WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM to_device_inbox WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM device_keys WHERE user_id = ?1 AND device_id = ?2",
                 "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2",
@@ -466,6 +468,7 @@ fn delete_devices(
         ),
         Devices::AllBut(keep) => (
             &[
+                "DELETE FROM dehydrated_devices WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM to_device_inbox WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM device_keys WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
                 "DELETE FROM one_time_keys WHERE user_id = ?1 AND (?2 IS NULL OR device_id <> ?2)",
@@ -818,6 +821,78 @@ impl DeviceStore for SqliteStorage {
         })
         .await
     }
+
+    async fn dehydrated_device(&self, user_id: &str) -> StorageResult<Option<DehydratedDevice>> {
+        let user_id = user_id.to_owned();
+        self.read(move |conn| dehydrated_device(conn, &user_id))
+            .await
+    }
+
+    async fn put_dehydrated_device(
+        &self,
+        device: DehydratedDevice,
+        display_name: Option<&str>,
+    ) -> StorageResult<Option<String>> {
+        let display_name = display_name.map(str::to_owned);
+        self.write(move |tx| {
+            let old = dehydrated_device(tx, &device.user_id)?.map(|d| d.device_id);
+            if let Some(old) = &old {
+                delete_devices(tx, &device.user_id, Devices::One(old))?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                device.user_id,
+                device.device_id,
+                display_name,
+                device.created_ms
+            ])?;
+            tx.prepare_cached(
+                "INSERT INTO dehydrated_devices (user_id, device_id, device_data, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                device.user_id,
+                device.device_id,
+                device.device_data.to_string(),
+                device.created_ms
+            ])?;
+            Ok(old)
+        })
+        .await
+    }
+
+    async fn delete_dehydrated_device(&self, user_id: &str) -> StorageResult<Option<String>> {
+        let user_id = user_id.to_owned();
+        self.write(move |tx| {
+            let old = dehydrated_device(tx, &user_id)?.map(|d| d.device_id);
+            if let Some(old) = &old {
+                delete_devices(tx, &user_id, Devices::One(old))?;
+            }
+            Ok(old)
+        })
+        .await
+    }
+}
+
+fn dehydrated_device(
+    conn: &Connection,
+    user_id: &str,
+) -> rusqlite::Result<Option<DehydratedDevice>> {
+    conn.prepare_cached(
+        "SELECT device_id, device_data, created_ms FROM dehydrated_devices WHERE user_id = ?1",
+    )?
+    .query_row([user_id], |row| {
+        Ok(DehydratedDevice {
+            user_id: user_id.to_owned(),
+            device_id: row.get(0)?,
+            device_data: json_column(row, 1)?,
+            created_ms: row.get(2)?,
+        })
+    })
+    .optional()
 }
 
 /// Stores a session's access token (and refresh token, if any).

@@ -12,9 +12,9 @@ use common::TestDb;
 use myelin_storage::rooms::STATE_CHAIN_LENGTH_MAX;
 use myelin_storage::search::search_words;
 use myelin_storage::{
-    Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser, OpenOptions, PersistedEvent,
-    Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember, StorageError, StoredEvent,
-    Stream, TopoPos, TxnKey, UiaSession, UserMembership,
+    DehydratedDevice, Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser,
+    OpenOptions, PersistedEvent, Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember,
+    StorageError, StoredEvent, Stream, TopoPos, TxnKey, UiaSession, UserMembership,
 };
 use myelin_storage::{PushAction, Pusher, SearchKey, SearchOrder, SearchPage, SearchQuery};
 use serde_json::json;
@@ -116,6 +116,7 @@ contract! {
         backup_concurrent_creations_get_distinct_versions,
         keys_cross_signing_keys_replace_and_log_changes,
         keys_signatures_stored_per_target_and_replaced,
+        dehydrated_device_replace_and_delete,
     ],
     db: [
         migrations_apply_once,
@@ -4962,4 +4963,119 @@ async fn keys_signatures_stored_per_target_and_replaced(store: DynStorage) {
         store.device_list_changes(4, 6).await.expect("changes"),
         vec![alice.clone()]
     );
+}
+
+async fn dehydrated_device_replace_and_delete(store: DynStorage) {
+    let alice = create_user(&store, "alice").await;
+    store
+        .create_session(session(&alice, "PHONE", b"a1", None), None, None)
+        .await
+        .expect("session");
+    let dehydrated = |device_id: &str, n: i64| DehydratedDevice {
+        user_id: alice.clone(),
+        device_id: device_id.to_owned(),
+        device_data: json!({ "algorithm": "m.dehydration.v1.olm", "n": n }),
+        created_ms: NOW + n,
+    };
+    assert_eq!(store.dehydrated_device(&alice).await.expect("get"), None);
+
+    let replaced = store
+        .put_dehydrated_device(dehydrated("DEHY1", 1), Some("Backup device"))
+        .await
+        .expect("put");
+    assert_eq!(replaced, None);
+    assert_eq!(
+        store.dehydrated_device(&alice).await.expect("get"),
+        Some(dehydrated("DEHY1", 1))
+    );
+    let device = store.device(&alice, "DEHY1").await.expect("device");
+    assert_eq!(
+        device.and_then(|d| d.display_name).as_deref(),
+        Some("Backup device")
+    );
+    // It is a device like others: keys and an inbox of its own.
+    store
+        .put_device_keys(&alice, "DEHY1", &json!({ "device_id": "DEHY1" }), 1)
+        .await
+        .expect("keys");
+    store
+        .put_to_device(
+            &alice,
+            "PHONE",
+            "t1",
+            "m.room_key",
+            &[(alice.clone(), "DEHY1".to_owned(), json!({}))],
+            1,
+        )
+        .await
+        .expect("to-device");
+
+    // Another device's id is refused, and changes nothing.
+    let err = store
+        .put_dehydrated_device(dehydrated("PHONE", 2), None)
+        .await
+        .expect_err("existing device id");
+    assert!(matches!(err, StorageError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.dehydrated_device(&alice).await.expect("get"),
+        Some(dehydrated("DEHY1", 1))
+    );
+
+    // A new one replaces the old, which goes with its keys and inbox.
+    let replaced = store
+        .put_dehydrated_device(dehydrated("DEHY2", 3), None)
+        .await
+        .expect("replace");
+    assert_eq!(replaced.as_deref(), Some("DEHY1"));
+    assert_eq!(store.device(&alice, "DEHY1").await.expect("device"), None);
+    assert_eq!(
+        store.device_keys(&alice, "DEHY1").await.expect("keys"),
+        None
+    );
+    let inbox = store
+        .to_device_messages(&alice, "DEHY1", i64::MIN, i64::MAX, 10)
+        .await
+        .expect("inbox");
+    assert!(inbox.is_empty());
+    // The same id again replaces it afresh.
+    let replaced = store
+        .put_dehydrated_device(dehydrated("DEHY2", 4), None)
+        .await
+        .expect("replace with the same id");
+    assert_eq!(replaced.as_deref(), Some("DEHY2"));
+    assert_eq!(
+        store.dehydrated_device(&alice).await.expect("get"),
+        Some(dehydrated("DEHY2", 4))
+    );
+
+    assert_eq!(
+        store
+            .delete_dehydrated_device(&alice)
+            .await
+            .expect("delete"),
+        Some("DEHY2".to_owned())
+    );
+    assert_eq!(
+        store.delete_dehydrated_device(&alice).await.expect("again"),
+        None
+    );
+    assert_eq!(store.device(&alice, "DEHY2").await.expect("device"), None);
+    assert!(
+        store
+            .device(&alice, "PHONE")
+            .await
+            .expect("device")
+            .is_some()
+    );
+
+    // Deleting devices the ordinary way forgets it too.
+    store
+        .put_dehydrated_device(dehydrated("DEHY3", 5), None)
+        .await
+        .expect("put");
+    store
+        .delete_devices_except(&alice, Some("PHONE"))
+        .await
+        .expect("logout others");
+    assert_eq!(store.dehydrated_device(&alice).await.expect("get"), None);
 }

@@ -23,7 +23,11 @@ backend_tests!(
     changes_list_users_sharing_a_room,
     deleting_a_device_deletes_its_keys,
     device_lists_in_incremental_sync,
+    dehydrated_device_lifecycle,
+    dehydrated_device_events_in_batches,
 );
+
+const DEHYDRATED: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
 
 /// A device's keys: its ed25519 signing key, as a client holds it.
 struct DeviceKeys {
@@ -34,9 +38,13 @@ struct DeviceKeys {
 
 impl DeviceKeys {
     fn new(s: &Session) -> Self {
+        Self::for_device(&s.user_id, &s.device_id)
+    }
+
+    fn for_device(user_id: &str, device_id: &str) -> Self {
         Self {
-            user_id: s.user_id.clone(),
-            device_id: s.device_id.clone(),
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
             signing: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
         }
     }
@@ -669,5 +677,251 @@ async fn device_lists_in_incremental_sync(backend: Backend) {
     // And nothing more after that.
     let body = sync(&bob, Some(next(&body))).await;
     assert_eq!(lists(&body), (json!([]), json!([])), "{body}");
+    server.stop().await;
+}
+
+/// The body of `PUT /dehydrated_device` for a new dehydrated device
+/// `device_id` of `s`'s user, with two one-time keys and a fallback key.
+fn dehydrated_device_body(s: &Session, device_id: &str) -> Value {
+    let keys = DeviceKeys::for_device(&s.user_id, device_id);
+    let mut device_keys = keys.device_keys();
+    device_keys["dehydrated"] = json!(true);
+    json!({
+        "device_id": device_id,
+        "device_data": { "algorithm": "org.matrix.msc3814.v2", "device_pickle": "c2VjcmV0" },
+        "initial_device_display_name": "Dehydrated device",
+        "device_keys": keys.sign(device_keys),
+        "one_time_keys": keys.one_time_keys("K", 2),
+        "fallback_keys": keys.fallback_key("F"),
+    })
+}
+
+async fn put_dehydrated(server: &TestServer, s: &Session, body: Value) -> (StatusCode, Value) {
+    server.put(DEHYDRATED, Some(&s.access_token), body).await
+}
+
+async fn queried_devices(server: &TestServer, by: &Session, of: &Session) -> Vec<String> {
+    let (status, body) = server
+        .post(
+            &format!("{V3}/keys/query"),
+            Some(&by.access_token),
+            json!({ "device_keys": { of.user_id.clone(): [] } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["device_keys"][&of.user_id]
+        .as_object()
+        .expect("alice's devices")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+async fn dehydrated_device_lifecycle(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password-alice").await;
+    let bob = server.register("bob", "password-bob").await;
+    server
+        .room_with(&alice, json!({ "preset": "public_chat" }), &[&bob])
+        .await;
+    let (status, body) = server.get(DEHYDRATED, Some(&alice.access_token)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::NOT_FOUND, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    let (status, body) = server
+        .delete(DEHYDRATED, Some(&alice.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Refused: keys signed for another device, no keys, data without an
+    // algorithm, the id of a device alice uses.
+    let mut wrong = dehydrated_device_body(&alice, "DEHY1");
+    wrong["device_id"] = json!("OTHER");
+    let mut no_keys = dehydrated_device_body(&alice, "DEHY1");
+    no_keys
+        .as_object_mut()
+        .expect("object")
+        .remove("device_keys");
+    let mut no_algorithm = dehydrated_device_body(&alice, "DEHY1");
+    no_algorithm["device_data"] = json!({ "device_pickle": "x" });
+    let own_device = dehydrated_device_body(&alice, &alice.device_id);
+    for (body, status, errcode) in [
+        (wrong, StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+        (no_keys, StatusCode::BAD_REQUEST, "M_MISSING_PARAM"),
+        (no_algorithm, StatusCode::BAD_REQUEST, "M_BAD_JSON"),
+        (own_device, StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
+    ] {
+        let (got, resp) = put_dehydrated(&server, &alice, body).await;
+        assert_eq!(
+            (got, resp["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{resp}"
+        );
+    }
+    let (status, body) = server.get(DEHYDRATED, Some(&alice.access_token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was stored: {body}");
+
+    let (status, since) = server
+        .get(&format!("{V3}/sync"), Some(&bob.access_token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{since}");
+    let since = since["next_batch"].as_str().expect("next_batch").to_owned();
+    let (status, body) =
+        put_dehydrated(&server, &alice, dehydrated_device_body(&alice, "DEHY1")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "device_id": "DEHY1" }))
+    );
+    let (status, body) = server.get(DEHYDRATED, Some(&alice.access_token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["device_id"], "DEHY1");
+    assert_eq!(body["device_data"]["device_pickle"], "c2VjcmV0");
+
+    // Others see it as one of alice's devices: keys to query and claim, and
+    // a change of her device list.
+    let mut devices = queried_devices(&server, &bob, &alice).await;
+    devices.sort();
+    assert_eq!(devices, ["DEHY1"]);
+    let dehydrated = Session {
+        device_id: "DEHY1".to_owned(),
+        ..alice.clone()
+    };
+    let first = claim(&server, &bob, &dehydrated).await.expect("a key");
+    let second = claim(&server, &bob, &dehydrated).await.expect("a key");
+    assert_ne!(first, second);
+    assert_eq!(
+        claim(&server, &bob, &dehydrated).await.as_deref(),
+        Some("signed_curve25519:F"),
+        "then the fallback key"
+    );
+    let (status, body) = server
+        .get(
+            &format!("{V3}/sync?since={since}&timeout=0"),
+            Some(&bob.access_token),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["device_lists"]["changed"],
+        json!([alice.user_id]),
+        "{body}"
+    );
+    let (status, body) = server
+        .get(&format!("{V3}/devices"), Some(&alice.access_token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .any(|d| d["device_id"] == "DEHY1" && d["display_name"] == "Dehydrated device"),
+        "{body}"
+    );
+
+    // A new one replaces it, keys and all.
+    let (status, body) =
+        put_dehydrated(&server, &alice, dehydrated_device_body(&alice, "DEHY2")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(queried_devices(&server, &bob, &alice).await, ["DEHY2"]);
+    assert_eq!(claim(&server, &bob, &dehydrated).await, None);
+
+    let (status, body) = server
+        .delete(DEHYDRATED, Some(&alice.access_token), None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({ "device_id": "DEHY2" }))
+    );
+    let (status, _) = server.get(DEHYDRATED, Some(&alice.access_token)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(queried_devices(&server, &bob, &alice).await.is_empty());
+    server.stop().await;
+}
+
+async fn dehydrated_device_events_in_batches(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let alice = server.register("alice", "password-alice").await;
+    let bob = server.register("bob", "password-bob").await;
+    let (status, body) =
+        put_dehydrated(&server, &alice, dehydrated_device_body(&alice, "DEHY")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Bob shares 105 room keys with it while alice has no device online.
+    for i in 0..105 {
+        let (status, body) = server
+            .put(
+                &format!("{V3}/sendToDevice/m.room.encrypted/t{i}"),
+                Some(&bob.access_token),
+                json!({ "messages": { alice.user_id.clone(): { "DEHY": { "n": i } } } }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let events = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/DEHY/events";
+    let (status, body) = server
+        .post(
+            &events.replace("DEHY", &alice.device_id),
+            Some(&alice.access_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = server
+        .post(
+            events,
+            Some(&alice.access_token),
+            json!({ "next_batch": "nope" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")),
+        "{body}"
+    );
+
+    // Batches in order, ending with an empty one; read twice (the second
+    // time after a restart), since reading deletes nothing.
+    for round in 0..2 {
+        let mut next_batch: Option<String> = None;
+        let mut seen = Vec::new();
+        loop {
+            let request = match &next_batch {
+                Some(token) => json!({ "next_batch": token }),
+                None => json!({}),
+            };
+            let (status, body) = server
+                .post(events, Some(&alice.access_token), request)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let batch = body["events"].as_array().expect("events").clone();
+            next_batch = Some(body["next_batch"].as_str().expect("next_batch").to_owned());
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= 100);
+            for event in batch {
+                assert_eq!(event["sender"], bob.user_id.as_str());
+                assert_eq!(event["type"], "m.room.encrypted");
+                seen.push(event["content"]["n"].as_i64().expect("n"));
+            }
+        }
+        assert_eq!(seen, (0..105).collect::<Vec<_>>(), "round {round}");
+        server.restart().await;
+    }
+    // The messages go with the device.
+    let (status, body) = server
+        .delete(DEHYDRATED, Some(&alice.access_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .post(events, Some(&alice.access_token), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     server.stop().await;
 }

@@ -19,7 +19,7 @@ use crate::uia::{STAGE_PASSWORD, UiaRequest};
 /// Devices deleted by one `delete_devices` request at most.
 const DELETE_DEVICES_MAX: usize = 1000;
 /// Longest device display name.
-const DISPLAY_NAME_LENGTH_MAX: usize = 256;
+pub(crate) const DISPLAY_NAME_LENGTH_MAX: usize = 256;
 
 fn device_json(d: &Device) -> Value {
     let mut v = json!({ "device_id": d.device_id });

@@ -67,23 +67,64 @@ pub async fn upload(
     Auth(me): Auth,
     MatrixJson(req): MatrixJson<UploadRequest>,
 ) -> ApiResult<Json<Value>> {
-    if req.one_time_keys.len() + req.fallback_keys.len() > UPLOAD_KEYS_MAX {
-        return Err(MatrixError::invalid_param(format!(
-            "At most {UPLOAD_KEYS_MAX} keys can be uploaded at once"
-        ))
-        .into());
+    let keys = req.check(&me.user_id, &me.device_id)?;
+    store_keys(&state, &me.user_id, &me.device_id, keys).await?;
+    let counts = one_time_key_counts(&state, &me.user_id, &me.device_id).await?;
+    Ok(Json(json!({ "one_time_key_counts": counts })))
+}
+
+/// Keys of one device, checked and ready to store.
+pub struct CheckedKeys {
+    device_keys: Option<Value>,
+    one_time_keys: Vec<OneTimeKey>,
+    fallback_keys: Vec<OneTimeKey>,
+}
+
+impl UploadRequest {
+    /// Checks the keys are well formed and `device_keys`, if given, is
+    /// `user_id`'s `device_id`'s and signed by it.
+    pub fn check(self, user_id: &str, device_id: &str) -> ApiResult<CheckedKeys> {
+        if self.one_time_keys.len() + self.fallback_keys.len() > UPLOAD_KEYS_MAX {
+            return Err(MatrixError::invalid_param(format!(
+                "At most {UPLOAD_KEYS_MAX} keys can be uploaded at once"
+            ))
+            .into());
+        }
+        let one_time_keys = parse_keys("one_time_keys", self.one_time_keys)?;
+        let fallback_keys = parse_keys("fallback_keys", self.fallback_keys)?;
+        let device_keys = match self.device_keys {
+            Some(mut device_keys) => {
+                // `unsigned` is the server's to fill in.
+                device_keys.remove("unsigned");
+                check_device_keys(&device_keys, user_id, device_id)?;
+                Some(Value::Object(device_keys))
+            }
+            None => None,
+        };
+        Ok(CheckedKeys {
+            device_keys,
+            one_time_keys,
+            fallback_keys,
+        })
     }
-    let one_time_keys = parse_keys("one_time_keys", req.one_time_keys)?;
-    let fallback_keys = parse_keys("fallback_keys", req.fallback_keys)?;
-    if let Some(mut device_keys) = req.device_keys {
-        // `unsigned` is the server's to fill in.
-        device_keys.remove("unsigned");
-        check_device_keys(&device_keys, &me.user_id, &me.device_id)?;
-        let device_keys = Value::Object(device_keys);
-        if let Some(old) = state
-            .storage
-            .device_keys(&me.user_id, &me.device_id)
-            .await?
+
+    /// Whether the request carries the device's identity keys.
+    pub fn has_device_keys(&self) -> bool {
+        self.device_keys.is_some()
+    }
+}
+
+/// Stores a device's keys: identity keys (which may not change once
+/// uploaded; a change is logged on the device-list stream), one-time keys
+/// and fallback keys.
+pub async fn store_keys(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+    keys: CheckedKeys,
+) -> ApiResult<()> {
+    if let Some(device_keys) = keys.device_keys {
+        if let Some(old) = state.storage.device_keys(user_id, device_id).await?
             && old.get("keys") != device_keys.get("keys")
         {
             return Err(MatrixError::invalid_param(
@@ -95,15 +136,15 @@ pub async fn upload(
         let pos = tracker.allocate();
         let result = state
             .storage
-            .put_device_keys(&me.user_id, &me.device_id, &device_keys, pos)
+            .put_device_keys(user_id, device_id, &device_keys, pos)
             .await;
-        finish_device_list_change(&state, &me.user_id, pos, matches!(result, Ok(true))).await;
+        finish_device_list_change(state, user_id, pos, matches!(result, Ok(true))).await;
         result?;
     }
-    if !one_time_keys.is_empty() {
+    if !keys.one_time_keys.is_empty() {
         match state
             .storage
-            .put_one_time_keys(&me.user_id, &me.device_id, &one_time_keys)
+            .put_one_time_keys(user_id, device_id, &keys.one_time_keys)
             .await
         {
             Ok(()) => {}
@@ -116,14 +157,13 @@ pub async fn upload(
             Err(e) => return Err(e.into()),
         }
     }
-    if !fallback_keys.is_empty() {
+    if !keys.fallback_keys.is_empty() {
         state
             .storage
-            .put_fallback_keys(&me.user_id, &me.device_id, &fallback_keys)
+            .put_fallback_keys(user_id, device_id, &keys.fallback_keys)
             .await?;
     }
-    let counts = one_time_key_counts(&state, &me.user_id, &me.device_id).await?;
-    Ok(Json(json!({ "one_time_key_counts": counts })))
+    Ok(())
 }
 
 /// The device's unclaimed one-time keys per algorithm, `signed_curve25519`

@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod capabilities;
 pub mod create_room;
 pub mod cross_signing;
+pub mod dehydrated_device;
 pub mod devices;
 pub mod directory;
 pub mod directory_list;
@@ -96,6 +97,17 @@ pub fn routes() -> Router<AppState> {
         .route(
             &v3("/keys/signatures/upload"),
             post(cross_signing::upload_signatures),
+        )
+        // Dehydrated devices (MSC3814)
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",
+            get(dehydrated_device::get_dehydrated_device)
+                .put(dehydrated_device::put_dehydrated_device)
+                .delete(dehydrated_device::delete_dehydrated_device),
+        )
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{device_id}/events",
+            post(dehydrated_device::dehydrated_device_events),
         )
         // Server-side key backups
         .route(

@@ -14,6 +14,8 @@ pub const SUPPORTED_VERSIONS: &[&str] = &[
 
 /// `GET /_matrix/client/versions`
 pub async fn get_versions() -> Json<Value> {
-    // No unstable feature is advertised: none is implemented.
-    Json(json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": {} }))
+    Json(json!({
+        "versions": SUPPORTED_VERSIONS,
+        "unstable_features": { "org.matrix.msc3814": true },
+    }))
 }

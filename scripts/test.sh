@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Myelin on a fresh Debian machine: installs and starts what
-# the tests need (a Rust toolchain if missing, PostgreSQL on loopback), then
-# runs the whole workspace's tests. Tests that need PostgreSQL fail — never
-# skip — when it cannot be reached.
+# the tests need (a Rust toolchain if missing, PostgreSQL on loopback, a Python
+# virtual environment with the matrix-nio client), then runs the whole
+# workspace's tests. Tests that need PostgreSQL or matrix-nio fail — never
+# skip — when they cannot reach it.
 #
 # Usage: scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -73,6 +74,24 @@ if [ "$PG_URL" = "postgres://postgres:postgres@127.0.0.1:5432/postgres" ]; then
 fi
 PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null \
   || { echo "cannot connect to PostgreSQL at $PG_URL" >&2; exit 1; }
+
+# --- Real clients (matrix-nio) ---------------------------------------------
+# The end-to-end encryption test drives matrix-nio, a Python client, from a
+# virtual environment made once per requirements file.
+NIO_VENV="${MYELIN_NIO_VENV:-$PWD/target/nio-venv}"
+NIO_REQUIREMENTS=crates/myelin/tests/clients/requirements.txt
+if ! cmp -s "$NIO_REQUIREMENTS" "$NIO_VENV/.requirements" 2>/dev/null; then
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    log "installing Python with venv (for the matrix-nio client test)"
+    apt_install python3 python3-venv
+  fi
+  log "installing matrix-nio into $NIO_VENV"
+  rm -rf "$NIO_VENV"
+  python3 -m venv "$NIO_VENV"
+  "$NIO_VENV/bin/pip" install -q --disable-pip-version-check -r "$NIO_REQUIREMENTS"
+  cp "$NIO_REQUIREMENTS" "$NIO_VENV/.requirements"
+fi
+export MYELIN_NIO_PYTHON="$NIO_VENV/bin/python"
 
 # --- Tests ---------------------------------------------------------------
 log "running the tests"

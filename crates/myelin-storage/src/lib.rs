@@ -15,6 +15,7 @@
 pub mod backup;
 pub mod directory;
 pub mod keys;
+pub mod media;
 mod migrate;
 pub mod postgres;
 pub mod push;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 pub use backup::{BackedUpSession, BackupScope, BackupStore, BackupUpload, BackupVersion};
 pub use directory::{DirectoryStore, NewReport, Report};
 pub use keys::{CrossSigningUsage, DeviceKeys, KeySignature, KeyStore, OneTimeKey};
+pub use media::{MediaContent, MediaRecord, MediaStore, MediaThumbnail};
 pub use migrate::{Migration, MigrationReport};
 pub use push::{Notification, PushAction, PushStore, Pusher, UnreadAction};
 pub use relations::{
@@ -365,6 +367,7 @@ pub trait Storage:
     + KeyStore
     + ToDeviceStore
     + BackupStore
+    + MediaStore
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

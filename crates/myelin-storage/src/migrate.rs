@@ -83,6 +83,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "dehydrated_devices",
         sql: include_str!("../../../sql/sqlite/0011_dehydrated_devices.sql"),
     },
+    Migration {
+        version: 12,
+        name: "media",
+        sql: include_str!("../../../sql/sqlite/0012_media.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, ascending, numbered as [`SQLITE`].
@@ -141,6 +146,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "dehydrated_devices",
         sql: include_str!("../../../sql/postgres/0011_dehydrated_devices.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "media",
+        sql: include_str!("../../../sql/postgres/0012_media.sql"),
     },
 ];
 

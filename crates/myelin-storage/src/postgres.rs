@@ -20,6 +20,7 @@ use tokio_postgres::{NoTls, Row};
 mod backup;
 mod directory;
 mod keys;
+mod media;
 mod push;
 mod relations;
 mod rooms;

@@ -29,6 +29,7 @@ use tokio::sync::{Mutex, Semaphore};
 mod backup;
 mod directory;
 mod keys;
+mod media;
 mod push;
 mod relations;
 mod rooms;

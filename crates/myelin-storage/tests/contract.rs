@@ -16,6 +16,7 @@ use myelin_storage::{
     OpenOptions, PersistedEvent, Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember,
     StorageError, StoredEvent, Stream, TopoPos, TxnKey, UiaSession, UserMembership,
 };
+use myelin_storage::{MediaContent, MediaRecord, MediaThumbnail};
 use myelin_storage::{PushAction, Pusher, SearchKey, SearchOrder, SearchPage, SearchQuery};
 use serde_json::json;
 
@@ -117,6 +118,7 @@ contract! {
         keys_cross_signing_keys_replace_and_log_changes,
         keys_signatures_stored_per_target_and_replaced,
         dehydrated_device_replace_and_delete,
+        media_create_complete_and_thumbnails,
     ],
     db: [
         migrations_apply_once,
@@ -5078,4 +5080,127 @@ async fn dehydrated_device_replace_and_delete(store: DynStorage) {
         .await
         .expect("logout others");
     assert_eq!(store.dehydrated_device(&alice).await.expect("get"), None);
+}
+
+async fn media_create_complete_and_thumbnails(store: DynStorage) {
+    let content = |sha: char| MediaContent {
+        content_type: "image/png".to_owned(),
+        filename: Some("cat.png".to_owned()),
+        size: 1234,
+        sha256: sha.to_string().repeat(64),
+        uploaded_ms: NOW + 5,
+    };
+    let record = |id: &str, content: Option<MediaContent>| MediaRecord {
+        server_name: "test".to_owned(),
+        media_id: id.to_owned(),
+        uploader: Some("@alice:test".to_owned()),
+        created_ms: NOW,
+        expires_ms: content.is_none().then_some(NOW + 1_000),
+        content,
+        quarantined: false,
+    };
+    // A complete upload.
+    store
+        .create_media(&record("done", Some(content('a'))))
+        .await
+        .expect("create");
+    assert_eq!(
+        store.media("test", "done").await.expect("get"),
+        Some(record("done", Some(content('a'))))
+    );
+    let err = store
+        .create_media(&record("done", None))
+        .await
+        .expect_err("the id exists");
+    assert!(matches!(err, StorageError::Conflict(_)), "{err:?}");
+    assert_eq!(store.media("other", "done").await.expect("get"), None);
+
+    // Pending ids: completed once, by their creator, before they expire.
+    for id in ["p1", "p2", "p3"] {
+        store.create_media(&record(id, None)).await.expect("create");
+    }
+    assert_eq!(
+        store
+            .pending_media_count("@alice:test", NOW)
+            .await
+            .expect("count"),
+        3
+    );
+    let complete = |id: &'static str, who: &'static str, now: i64| {
+        let store = store.clone();
+        let c = content('b');
+        async move {
+            store
+                .complete_media("test", id, who, &c, now)
+                .await
+                .expect("complete")
+        }
+    };
+    assert!(
+        !complete("p1", "@mallory:test", NOW).await,
+        "not the creator"
+    );
+    assert!(complete("p1", "@alice:test", NOW).await);
+    assert!(!complete("p1", "@alice:test", NOW).await, "only once");
+    assert!(!complete("done", "@alice:test", NOW).await, "not pending");
+    assert!(!complete("p2", "@alice:test", NOW + 1_000).await, "expired");
+    assert!(!complete("nope", "@alice:test", NOW).await, "unknown");
+    let p1 = store.media("test", "p1").await.expect("get").expect("p1");
+    assert_eq!((p1.content, p1.expires_ms), (Some(content('b')), None));
+    assert_eq!(
+        store
+            .pending_media_count("@alice:test", NOW)
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(
+        store
+            .pending_media_count("@alice:test", NOW + 1_000)
+            .await
+            .expect("count"),
+        0
+    );
+
+    // Thumbnails, smallest first, each size once.
+    let thumb = |w: u32, h: u32, method: &str, sha: char| MediaThumbnail {
+        width: w,
+        height: h,
+        method: method.to_owned(),
+        animated: false,
+        content_type: "image/png".to_owned(),
+        size: i64::from(w * h),
+        sha256: sha.to_string().repeat(64),
+    };
+    for t in [thumb(320, 240, "scale", 'c'), thumb(32, 32, "crop", 'd')] {
+        store
+            .put_media_thumbnail("test", "done", &t)
+            .await
+            .expect("thumbnail");
+    }
+    store
+        .put_media_thumbnail("test", "done", &thumb(32, 32, "crop", 'e'))
+        .await
+        .expect("again");
+    assert_eq!(
+        store.media_thumbnails("test", "done").await.expect("list"),
+        [thumb(32, 32, "crop", 'd'), thumb(320, 240, "scale", 'c')]
+    );
+    assert!(
+        store
+            .media_thumbnails("test", "p2")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Every blob once, in pages.
+    let first = store.media_blobs(None, 2).await.expect("blobs");
+    let rest = store
+        .media_blobs(first.last().map(String::as_str), 10)
+        .await
+        .expect("blobs");
+    let all: Vec<String> = first.into_iter().chain(rest).collect();
+    let expected: Vec<String> = "abcd".chars().map(|c| c.to_string().repeat(64)).collect();
+    assert_eq!(all, expected);
 }

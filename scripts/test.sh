@@ -93,6 +93,23 @@ if ! cmp -s "$NIO_REQUIREMENTS" "$NIO_VENV/.requirements" 2>/dev/null; then
 fi
 export MYELIN_NIO_PYTHON="$NIO_VENV/bin/python"
 
+# --- S3 (s3s-fs) -----------------------------------------------------------
+# The S3 media backend's tests run against s3s-fs, a real S3-compatible server
+# that checks SigV4 signatures, built once into ~/.cargo/bin.
+S3S_FS="${MYELIN_TEST_S3S_FS:-}"
+if [ -z "$S3S_FS" ]; then
+  S3S_FS="$(command -v s3s-fs || true)"
+fi
+if [ -z "$S3S_FS" ] && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  S3S_FS="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+fi
+if [ -z "$S3S_FS" ]; then
+  log "installing s3s-fs (for the S3 media backend tests)"
+  cargo install s3s-fs@0.14.1 --features binary --locked
+  S3S_FS="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+fi
+export MYELIN_TEST_S3S_FS="$S3S_FS"
+
 # --- Tests ---------------------------------------------------------------
 log "running the tests"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

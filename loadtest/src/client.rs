@@ -122,6 +122,52 @@ impl Server {
         Ok(())
     }
 
+    /// Uploads `bytes` as `application/octet-stream`; returns the `mxc://` URI.
+    pub async fn upload(&self, user: &User, bytes: Vec<u8>) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&user.token)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .context("upload")?;
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        if status != 200 {
+            bail!("upload: {status} {body}");
+        }
+        Ok(body["content_uri"]
+            .as_str()
+            .context("content_uri")?
+            .to_owned())
+    }
+
+    /// Downloads an `mxc://` URI (authenticated media), reading the body to
+    /// the end without keeping it; returns its length.
+    pub async fn download(&self, user: &User, mxc: &str) -> anyhow::Result<u64> {
+        let path = mxc.strip_prefix("mxc://").context("an mxc URI")?;
+        let mut resp = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v1/media/download/{path}",
+                self.base
+            ))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .context("download")?;
+        if resp.status() != 200 {
+            bail!("download: {}", resp.status());
+        }
+        let mut len = 0u64;
+        while let Some(chunk) = resp.chunk().await.context("download body")? {
+            len += chunk.len() as u64;
+        }
+        Ok(len)
+    }
+
     /// Sends a text message; returns the event id.
     pub async fn send_text(
         &self,

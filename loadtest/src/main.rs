@@ -7,6 +7,9 @@
 //!   `/sync`: the time from the send's 200 until each member's `/sync`
 //!   returns the event.
 //!
+//! - `media`: one user uploads files of a given size, then downloads them:
+//!   MB/s each way.
+//!
 //! Users register through the UIA `m.login.dummy` flow, so the server must
 //! allow open registration with its rate limits off.
 
@@ -55,6 +58,15 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         messages: usize,
     },
+    /// Upload then download files: MB/s each way.
+    Media {
+        /// Size of each file, in MiB.
+        #[arg(long, default_value_t = 50)]
+        size_mb: usize,
+        /// Files uploaded (then downloaded), one after another.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
 }
 
 #[tokio::main]
@@ -69,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         } => scenarios::messages(&server, users, rooms.max(1), messages).await?,
         Scenario::SyncFanout { members, messages } => {
             scenarios::sync_fanout(&server, members, messages).await?
+        }
+        Scenario::Media { size_mb, count } => {
+            scenarios::media(&server, size_mb, count.max(1)).await?
         }
     };
     let report = report.labelled(&cli.label);

@@ -51,6 +51,8 @@ pub struct Report {
     /// Events the scenario produced (messages sent).
     pub events: usize,
     pub latencies: Vec<(String, Latencies)>,
+    /// Scenario-specific figures (the media scenario's MB/s), or null.
+    pub figures: Value,
 }
 
 impl Report {
@@ -77,6 +79,7 @@ impl Report {
             "events": self.events,
             "events_per_s": self.events_per_second(),
             "latency": latencies,
+            "figures": self.figures,
         })
     }
 
@@ -90,6 +93,9 @@ impl Report {
             self.elapsed.as_secs_f64(),
             self.events_per_second()
         );
+        if !self.figures.is_null() {
+            s.push_str(&format!("\n  {}", self.figures));
+        }
         for (kind, l) in &self.latencies {
             s.push_str(&format!(
                 "\n  {kind}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",

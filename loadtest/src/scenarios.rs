@@ -71,6 +71,7 @@ pub async fn messages(
         elapsed,
         events: users * per_user,
         latencies: vec![("send".into(), send)],
+        figures: serde_json::Value::Null,
     })
 }
 
@@ -165,5 +166,48 @@ pub async fn sync_fanout(
         elapsed,
         events: messages,
         latencies: vec![("send".into(), send), ("sync_delivery".into(), delivery)],
+        figures: serde_json::Value::Null,
+    })
+}
+
+/// One user uploads `count` files of `size_mb` MiB (distinct random bytes,
+/// so nothing is deduplicated), one after another, then downloads each:
+/// MB/s each way, from the first byte sent to the last byte received.
+pub async fn media(server: &Server, size_mb: usize, count: usize) -> anyhow::Result<Report> {
+    use rand::RngCore as _;
+    let prefix = prefix();
+    let user = server.register(&format!("{prefix}media")).await?;
+    let size = size_mb * 1024 * 1024;
+    let (mut up, mut down) = (Latencies::default(), Latencies::default());
+    let (mut up_time, mut down_time) = (Duration::ZERO, Duration::ZERO);
+    let start = Instant::now();
+    let mut uris = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut bytes = vec![0u8; size];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let t = Instant::now();
+        uris.push(server.upload(&user, bytes).await?);
+        up.record(t.elapsed());
+        up_time += t.elapsed();
+    }
+    for uri in &uris {
+        let t = Instant::now();
+        let len = server.download(&user, uri).await?;
+        anyhow::ensure!(len == size as u64, "downloaded {len} of {size} bytes");
+        down.record(t.elapsed());
+        down_time += t.elapsed();
+    }
+    let mb = (size * count) as f64 / 1e6;
+    Ok(Report {
+        label: String::new(),
+        scenario: "media".into(),
+        parameters: json!({ "size_mib": size_mb, "count": count }),
+        elapsed: start.elapsed(),
+        events: count * 2,
+        latencies: vec![("upload".into(), up), ("download".into(), down)],
+        figures: json!({
+            "upload_mb_per_s": mb / up_time.as_secs_f64().max(1e-9),
+            "download_mb_per_s": mb / down_time.as_secs_f64().max(1e-9),
+        }),
     })
 }

@@ -61,6 +61,8 @@ pub fn status_of(kind: &ErrorKind) -> StatusCode {
             method_not_allowed: false,
         } => StatusCode::NOT_FOUND,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::CannotOverwriteMedia => StatusCode::CONFLICT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }

@@ -26,6 +26,10 @@ pub struct Inner {
     pub presence: myelin_rooms::Presence,
     /// Delivery of notifications to push gateways, one task per pusher.
     pub pushers: myelin_push::Pushers,
+    /// The media repository (uploads, downloads, thumbnails).
+    pub media: Arc<myelin_media::MediaRepo>,
+    /// URL previews, with their in-memory cache.
+    pub previews: myelin_media::preview::UrlPreviewer,
     pub limits: Limits,
     /// When each device was last recorded as seen by this process, so
     /// `last_seen_ts` is written at most once per [`crate::auth::SEEN_WRITE_INTERVAL_MS`].
@@ -52,7 +56,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// State with a push service of its own, none of whose pushers runs
-    /// until `pushers.start_all()`.
+    /// until `pushers.start_all()`, and media on the local disk.
     pub fn new(
         config: Config,
         storage: DynStorage,
@@ -65,15 +69,33 @@ impl AppState {
             rooms.events().subscribe(),
             rooms.notifier().clone(),
         );
-        Self::with_pushers(config, storage, signing_key, rooms, pushers)
+        let disk = myelin_media::DiskBackend::new(config.media_path())
+            .expect("the media directory can be created");
+        let media = myelin_media::MediaRepo::new(
+            storage.clone(),
+            Arc::new(disk),
+            config.server_name.clone(),
+            config.media.clone(),
+            config.media_path().join("tmp"),
+        )
+        .expect("the media directory can be created");
+        Self::with_services(
+            config,
+            storage,
+            signing_key,
+            rooms,
+            pushers,
+            Arc::new(media),
+        )
     }
 
-    pub fn with_pushers(
+    pub fn with_services(
         config: Config,
         storage: DynStorage,
         signing_key: SigningKey,
         rooms: Arc<LocalRoomWriter>,
         pushers: myelin_push::Pushers,
+        media: Arc<myelin_media::MediaRepo>,
     ) -> Self {
         let limits = Limits {
             login: RateLimiter::new(config.rate_limits.login),
@@ -84,6 +106,7 @@ impl AppState {
         };
         let typing = myelin_rooms::Typing::new(rooms.notifier().clone());
         let presence = myelin_rooms::Presence::new(rooms.notifier().clone());
+        let previews = myelin_media::preview::UrlPreviewer::new(config.media.url_preview.clone());
         Self(Arc::new(Inner {
             config,
             storage,
@@ -92,6 +115,8 @@ impl AppState {
             typing,
             presence,
             pushers,
+            media,
+            previews,
             limits,
             seen: Mutex::new(HashMap::new()),
         }))

@@ -52,6 +52,7 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub push: PushConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +169,82 @@ pub struct PushConfig {
     pub allow_private_addresses: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where media bytes are stored: `disk` (`media_path`) or `s3`.
+    pub backend: MediaBackendKind,
+    /// Largest upload accepted, in bytes (413 `M_TOO_LARGE` above).
+    pub max_upload_bytes: u64,
+    /// Serve the deprecated unauthenticated `/_matrix/media/v3/download` and
+    /// `/thumbnail` endpoints. Off: media needs an access token
+    /// (`/_matrix/client/v1/media/…`), as the spec now advises.
+    pub legacy_unauthenticated: bool,
+    /// Ids a user may hold from `POST /create` without uploading to them.
+    pub max_pending_uploads: u32,
+    /// How long such an id can be uploaded to.
+    pub pending_upload_lifetime_ms: u64,
+    /// Images with more pixels than this get no thumbnail (decompression
+    /// bombs are refused before decoding).
+    pub max_image_pixels: u64,
+    pub s3: MediaS3Config,
+    pub url_preview: UrlPreviewConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaBackendKind {
+    Disk,
+    S3,
+}
+
+/// S3-compatible object storage for media.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaS3Config {
+    /// The service's URL, such as `http://127.0.0.1:3900`; empty for AWS.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `http://host/bucket/key` addressing rather than `http://bucket.host/key`
+    /// (most self-hosted services want this).
+    pub path_style: bool,
+    /// Compute request and check response checksums only when an operation
+    /// requires them: several S3-compatible servers reject or corrupt the
+    /// SDK's default aws-chunked uploads. `false` keeps the SDK's default.
+    pub checksums_when_required: bool,
+}
+
+impl std::fmt::Debug for MediaS3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaS3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("path_style", &self.path_style)
+            .field("checksums_when_required", &self.checksums_when_required)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    /// Serve `/preview_url`.
+    pub enabled: bool,
+    /// Let previews fetch private, loopback and link-local addresses (never
+    /// on a server whose network holds anything private).
+    pub allow_private_addresses: bool,
+    /// Largest page or image fetched, in bytes.
+    pub max_bytes: u64,
+    /// Timeout of one fetch, connecting included.
+    pub timeout_secs: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -188,6 +265,47 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             push: PushConfig::default(),
+            media: MediaConfig::default(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            backend: MediaBackendKind::Disk,
+            max_upload_bytes: 50 * 1024 * 1024,
+            legacy_unauthenticated: false,
+            max_pending_uploads: 10,
+            pending_upload_lifetime_ms: 24 * 60 * 60 * 1000,
+            max_image_pixels: 8192 * 8192,
+            s3: MediaS3Config::default(),
+            url_preview: UrlPreviewConfig::default(),
+        }
+    }
+}
+
+impl Default for MediaS3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            bucket: "myelin-media".to_owned(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            path_style: true,
+            checksums_when_required: true,
+        }
+    }
+}
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_private_addresses: false,
+            max_bytes: 10 * 1024 * 1024,
+            timeout_secs: 10,
         }
     }
 }
@@ -414,6 +532,28 @@ impl Config {
         }
         if self.push.request_timeout_secs == 0 {
             return Err(key_error("push.request_timeout_secs", "must be positive"));
+        }
+        if self.media.max_upload_bytes == 0 {
+            return Err(key_error("media.max_upload_bytes", "must be positive"));
+        }
+        if self.media.backend == MediaBackendKind::S3 {
+            let s3 = &self.media.s3;
+            for (key, value) in [
+                ("media.s3.bucket", &s3.bucket),
+                ("media.s3.region", &s3.region),
+                ("media.s3.access_key_id", &s3.access_key_id),
+                ("media.s3.secret_access_key", &s3.secret_access_key),
+            ] {
+                if value.is_empty() {
+                    return Err(key_error(key, "must be set when media.backend is s3"));
+                }
+            }
+        }
+        if self.media.url_preview.timeout_secs == 0 {
+            return Err(key_error(
+                "media.url_preview.timeout_secs",
+                "must be positive",
+            ));
         }
         Ok(())
     }
@@ -705,6 +845,44 @@ request_timeout_secs = {push_timeout}
 # Let gateway URLs reach private, loopback and link-local addresses. Off, a
 # pusher cannot be used to probe the server's own network.
 allow_private_addresses = {push_private}
+
+[media]
+# Where media bytes go: "disk" (media_path) or "s3" (below).
+backend = "disk"
+# Largest upload, in bytes.
+max_upload_bytes = {media_max}
+# Also serve the deprecated unauthenticated /_matrix/media/v3/download and
+# /thumbnail endpoints (clients older than Matrix 1.11 use them).
+legacy_unauthenticated = {media_legacy}
+# Media ids a user may reserve with POST /create before uploading to them,
+# and how long each can be uploaded to.
+max_pending_uploads = {media_pending}
+pending_upload_lifetime_ms = {media_pending_life}
+# Images larger than this many pixels get no thumbnails.
+max_image_pixels = {media_pixels}
+
+[media.s3]
+# S3-compatible object storage, used when backend = "s3".
+# endpoint = "http://127.0.0.1:3900"   (empty for AWS itself)
+region = "{s3_region}"
+bucket = "{s3_bucket}"
+# access_key_id = "…"                   MYELIN_MEDIA__S3__ACCESS_KEY_ID
+# secret_access_key = "…"               MYELIN_MEDIA__S3__SECRET_ACCESS_KEY
+# http://host/bucket/key rather than http://bucket.host/key.
+path_style = {s3_path_style}
+# Checksums only where S3 requires them: several S3-compatible servers reject
+# or corrupt the SDK's default aws-chunked uploads. false keeps the default.
+checksums_when_required = {s3_checksums}
+
+[media.url_preview]
+# Serve URL previews (/preview_url).
+enabled = {preview_enabled}
+# Let previews fetch private, loopback and link-local addresses. Off, a
+# preview cannot be used to probe the server's own network.
+allow_private_addresses = {preview_private}
+# Largest page or image fetched, in bytes, and the time one fetch may take.
+max_bytes = {preview_max}
+timeout_secs = {preview_timeout}
 "#,
         server_name = toml_string(server_name),
         listen = toml_string(&d.listen),
@@ -735,6 +913,19 @@ allow_private_addresses = {push_private}
         push_give_up = d.push.give_up_after_ms,
         push_timeout = d.push.request_timeout_secs,
         push_private = d.push.allow_private_addresses,
+        media_max = d.media.max_upload_bytes,
+        media_legacy = d.media.legacy_unauthenticated,
+        media_pending = d.media.max_pending_uploads,
+        media_pending_life = d.media.pending_upload_lifetime_ms,
+        media_pixels = d.media.max_image_pixels,
+        s3_region = d.media.s3.region,
+        s3_bucket = d.media.s3.bucket,
+        s3_path_style = d.media.s3.path_style,
+        s3_checksums = d.media.s3.checksums_when_required,
+        preview_enabled = d.media.url_preview.enabled,
+        preview_private = d.media.url_preview.allow_private_addresses,
+        preview_max = d.media.url_preview.max_bytes,
+        preview_timeout = d.media.url_preview.timeout_secs,
     )
 }
 

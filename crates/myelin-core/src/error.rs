@@ -57,6 +57,11 @@ pub enum ErrorKind {
     },
     /// A cross-signing key whose signature does not verify.
     InvalidSignature,
+    /// A download of a media id reserved by `POST /create` whose content
+    /// has not been uploaded within the wait (504).
+    NotYetUploaded,
+    /// An upload to a media id that already has content (409).
+    CannotOverwriteMedia,
     /// 500: the detail goes to the log, never to the client.
     Internal,
 }
@@ -92,6 +97,8 @@ impl ErrorKind {
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
             Self::WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             Self::InvalidSignature => "M_INVALID_SIGNATURE",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
         }
     }
 }

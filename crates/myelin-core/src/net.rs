@@ -2,9 +2,15 @@
 //! (push gateways, URL previews): the server must not become a way into its
 //! own network (SSRF).
 //!
-//! Pure functions: resolving names and connecting are the callers' business.
+//! Pure functions; with the `http` feature, also the pieces of an HTTP
+//! client that keeps to public addresses: [`PublicOnlyResolver`] (names),
+//! [`blocked_literal`] (IP literal hosts, which no resolver sees) and
+//! [`refused_by_resolver`] (telling a refusal from other failures).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[cfg(feature = "http")]
+pub use http::{NoPublicAddress, PublicOnlyResolver, blocked_literal, refused_by_resolver};
 
 /// Whether `ip` is a globally routable unicast address: not unspecified,
 /// loopback, private, link-local, shared (CGNAT), documentation,
@@ -66,6 +72,66 @@ fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
     let [a, b] = high.to_be_bytes();
     let [c, d] = low.to_be_bytes();
     Ipv4Addr::new(a, b, c, d)
+}
+
+#[cfg(feature = "http")]
+mod http {
+    use super::is_public_ip;
+    use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+    use std::net::{IpAddr, SocketAddr};
+
+    /// A name that resolves to no public address.
+    #[derive(Debug)]
+    pub struct NoPublicAddress(pub String);
+
+    impl std::fmt::Display for NoPublicAddress {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} resolves to no public address", self.0)
+        }
+    }
+
+    impl std::error::Error for NoPublicAddress {}
+
+    /// A reqwest resolver: the system resolver, keeping only public
+    /// addresses; a name with none fails with [`NoPublicAddress`].
+    pub struct PublicOnlyResolver;
+
+    impl Resolve for PublicOnlyResolver {
+        fn resolve(&self, name: Name) -> Resolving {
+            let host = name.as_str().to_owned();
+            Box::pin(async move {
+                let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
+                let public: Vec<SocketAddr> = resolved.filter(|a| is_public_ip(a.ip())).collect();
+                if public.is_empty() {
+                    return Err(Box::new(NoPublicAddress(host)) as _);
+                }
+                Ok(Box::new(public.into_iter()) as Addrs)
+            })
+        }
+    }
+
+    /// The host of `url` when it is an IP literal that `allowed` refuses.
+    /// Such hosts are connected to without resolving, so callers check them
+    /// before sending. The URL parser has normalised IPv4 forms such as
+    /// `0x7f.1`, and writes IPv6 literals in brackets.
+    pub fn blocked_literal(url: &reqwest::Url, allowed: impl Fn(IpAddr) -> bool) -> Option<IpAddr> {
+        let host = url.host_str()?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().ok().filter(|ip| !allowed(*ip))
+    }
+
+    /// Whether `error` (or one of its sources) is [`PublicOnlyResolver`]'s
+    /// refusal.
+    pub fn refused_by_resolver(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if e.is::<NoPublicAddress>() {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
 }
 
 #[cfg(test)]

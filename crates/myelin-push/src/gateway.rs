@@ -10,10 +10,8 @@
 //! Spec: <https://spec.matrix.org/v1.19/push-gateway-api/#post_matrixpushv1notify>
 
 use myelin_core::config::PushConfig;
-use myelin_core::net::is_public_ip;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use myelin_core::net::{PublicOnlyResolver, blocked_literal, is_public_ip};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,29 +35,6 @@ pub enum NotifyError {
     /// The gateway answered with a non-2xx status.
     #[error("gateway answered {0}")]
     Status(u16),
-}
-
-/// A name that resolves to no public address.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} resolves to no public address")]
-struct NoPublicAddress(String);
-
-/// Resolves names with the system resolver, keeping only public addresses.
-struct PublicOnlyResolver;
-
-impl Resolve for PublicOnlyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let public: Vec<SocketAddr> = resolved.filter(|a| is_public_ip(a.ip())).collect();
-            if public.is_empty() {
-                tracing::debug!(host, "push gateway host resolves to no public address");
-                return Err(Box::new(NoPublicAddress(host)) as _);
-            }
-            Ok(Box::new(public.into_iter()) as Addrs)
-        })
-    }
 }
 
 /// A client for push gateways, from the `[push]` config. The HTTP client
@@ -117,16 +92,12 @@ impl Gateway {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(NotifyError::InvalidUrl(format!("{url}: not http(s)")));
         }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| NotifyError::InvalidUrl(format!("{url}: no host")))?;
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(NotifyError::InvalidUrl(format!("{url}: no host")));
+        }
         // IP literals are connected to without resolving: check them here.
-        // The URL parser has normalised IPv4 forms such as `0x7f.1`, and
-        // writes IPv6 literals in brackets.
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>()
-            && !self.allow_private_addresses
-            && !is_public_ip(ip)
+        if !self.allow_private_addresses
+            && let Some(ip) = blocked_literal(&parsed, is_public_ip)
         {
             return Err(NotifyError::Blocked(ip.to_string()));
         }
@@ -257,13 +228,10 @@ mod tests {
             .await
             .expect_err("a loopback name is refused");
         assert!(matches!(err, NotifyError::Request(_)), "{err:?}");
-        let mut source: Option<&dyn std::error::Error> = Some(&err);
-        let mut found = false;
-        while let Some(e) = source {
-            found |= e.to_string().contains("no public address");
-            source = e.source();
-        }
-        assert!(found, "the resolver refused it: {err:?}");
+        assert!(
+            myelin_core::net::refused_by_resolver(&err),
+            "the resolver refused it: {err:?}"
+        );
     }
 
     #[tokio::test]

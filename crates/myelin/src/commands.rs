@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, bail};
 use myelin_core::Config;
+use myelin_core::config::MediaBackendKind;
 use myelin_core::config::config_template;
 use myelin_core::ids::{user_id, validate_new_localpart};
 use myelin_core::secrets::{PasswordCost, hash_password, random_urlsafe};
@@ -113,6 +114,46 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     }
     storage.close().await;
     Ok(())
+}
+
+/// `myelin media migrate --to <backend>`: copies every media blob from the
+/// other backend into `to`, checking hashes; run it again to resume or retry.
+/// Fails (after copying what it can) if any blob could not be copied.
+pub async fn media_migrate(
+    config: &Config,
+    to: MediaBackendKind,
+) -> anyhow::Result<myelin_media::MigrationReport> {
+    let from = match to {
+        MediaBackendKind::S3 => MediaBackendKind::Disk,
+        MediaBackendKind::Disk => MediaBackendKind::S3,
+    };
+    let url = config.database()?;
+    let options = myelin_storage::OpenOptions {
+        pool_size: 2,
+        sqlite_readers: 1,
+        migrate: false,
+    };
+    let (storage, _) = myelin_storage::open(&url, &options).await?;
+    let source = crate::server::media_backend(config, from).await?;
+    let target = crate::server::media_backend(config, to).await?;
+    let tmp = config.media_path().join("migrate-tmp");
+    let result = myelin_media::migrate_blobs(&storage, &*source, &*target, &tmp, |r| {
+        tracing::info!(
+            copied = r.copied,
+            bytes = r.bytes,
+            already_there = r.already_there,
+            failed = r.failed.len(),
+            "migrating media"
+        );
+    })
+    .await;
+    let _ = tokio::fs::remove_dir_all(&tmp).await;
+    storage.close().await;
+    let report = result.map_err(|e| anyhow::anyhow!("media migration failed: {e}"))?;
+    for (blob, why) in &report.failed {
+        eprintln!("blob {blob}: {why}");
+    }
+    Ok(report)
 }
 
 /// `myelin create-user`

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use myelin::commands;
+use myelin_core::config::MediaBackendKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +58,11 @@ enum Command {
         #[arg(long, short, env = "MYELIN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Media storage tasks.
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
     /// Create a local account.
     CreateUser {
         /// The localpart (or full user id) of the new account.
@@ -81,6 +87,21 @@ enum Command {
         /// Seconds until it expires; never if not given.
         #[arg(long)]
         expires_in_secs: Option<i64>,
+        #[arg(long, short, env = "MYELIN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Copy every media blob into the backend `--to` from the other one
+    /// (the local disk at media_path, or the bucket of [media.s3]),
+    /// checking each blob's SHA-256. Safe to run again: blobs already copied
+    /// are skipped. Set `media.backend` to the new backend afterwards.
+    Migrate {
+        /// `s3` (from the disk) or `disk` (from S3).
+        #[arg(long, value_parser = ["s3", "disk"])]
+        to: String,
         #[arg(long, short, env = "MYELIN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -133,6 +154,33 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate { config } => {
             let config = commands::resolve_config(config.as_deref())?;
             runtime()?.block_on(commands::migrate(&config))
+        }
+        Command::Media {
+            command: MediaCommand::Migrate { to, config },
+        } => {
+            let config = commands::resolve_config(config.as_deref())?;
+            myelin::logging::init(&config.log);
+            let to = if to == "s3" {
+                MediaBackendKind::S3
+            } else {
+                MediaBackendKind::Disk
+            };
+            let report = runtime()?.block_on(commands::media_migrate(&config, to))?;
+            println!(
+                "Copied {} blobs ({} bytes); {} were there already; {} failed.",
+                report.copied,
+                report.bytes,
+                report.already_there,
+                report.failed.len()
+            );
+            if report.failed.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{} blobs could not be copied (listed above)",
+                    report.failed.len()
+                )
+            }
         }
         Command::CreateUser {
             username,

@@ -4,8 +4,11 @@
 use anyhow::Context as _;
 use myelin_api::AppState;
 use myelin_core::Config;
+use myelin_core::config::MediaBackendKind;
 use myelin_core::signing_key::SigningKey;
 use myelin_core::time::now_ms;
+use myelin_media::s3::{S3Backend, S3Config};
+use myelin_media::{DiskBackend, MediaBackend, MediaRepo};
 use myelin_push::Pushers;
 use myelin_rooms::LocalRoomWriter;
 use myelin_storage::{DynStorage, OpenOptions};
@@ -59,6 +62,60 @@ pub fn load_or_generate_signing_key(config: &Config) -> anyhow::Result<SigningKe
     Ok(key)
 }
 
+/// The media backend of kind `kind`, from `config` (the S3 bucket is
+/// created if missing).
+pub async fn media_backend(
+    config: &Config,
+    kind: MediaBackendKind,
+) -> anyhow::Result<Arc<dyn MediaBackend>> {
+    Ok(match kind {
+        MediaBackendKind::Disk => {
+            Arc::new(DiskBackend::new(config.media_path()).with_context(|| {
+                format!(
+                    "cannot use the media directory {}",
+                    config.media_path().display()
+                )
+            })?)
+        }
+        MediaBackendKind::S3 => {
+            let s3 = &config.media.s3;
+            let mut settings = S3Config::new(
+                s3.region.clone(),
+                s3.bucket.clone(),
+                s3.access_key_id.clone(),
+                s3.secret_access_key.clone(),
+            );
+            settings.endpoint = Some(s3.endpoint.clone()).filter(|e| !e.is_empty());
+            settings.path_style = s3.path_style;
+            settings.checksums_when_required = s3.checksums_when_required;
+            let backend = S3Backend::new(settings).context("cannot configure media.s3")?;
+            backend
+                .ensure_bucket()
+                .await
+                .with_context(|| format!("cannot reach the media bucket {}", s3.bucket))?;
+            Arc::new(backend)
+        }
+    })
+}
+
+/// The media repository on the configured backend.
+async fn open_media(config: &Config, storage: DynStorage) -> anyhow::Result<MediaRepo> {
+    let backend = media_backend(config, config.media.backend).await?;
+    MediaRepo::new(
+        storage,
+        backend,
+        config.server_name.clone(),
+        config.media.clone(),
+        config.media_path().join("tmp"),
+    )
+    .with_context(|| {
+        format!(
+            "cannot use the media directory {}",
+            config.media_path().display()
+        )
+    })
+}
+
 /// Starts a server for `config`: creates what the data directory lacks,
 /// opens storage, binds the listener and serves until [`RunningServer::stop`].
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
@@ -95,12 +152,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .context("cannot load the pushers")?;
     tracing::debug!(pushers = started, "started push delivery");
-    let state = AppState::with_pushers(
+    let media = Arc::new(open_media(&config, storage.clone()).await?);
+    let state = AppState::with_services(
         config,
         storage.clone(),
         signing_key,
         rooms.clone(),
         pushers.clone(),
+        media,
     );
     let app = myelin_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, mut rx) = watch::channel(false);

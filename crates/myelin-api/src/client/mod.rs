@@ -16,6 +16,7 @@ pub mod hierarchy;
 pub mod keys;
 pub mod login;
 pub mod logout;
+pub mod media;
 pub mod membership;
 pub mod notifications;
 pub mod presence;
@@ -98,6 +99,44 @@ pub fn routes() -> Router<AppState> {
             &v3("/keys/signatures/upload"),
             post(cross_signing::upload_signatures),
         )
+        // Content repository
+        .route("/_matrix/media/v3/upload", post(media::upload))
+        .route("/_matrix/media/v1/create", post(media::create))
+        .route(
+            "/_matrix/media/v3/upload/{server_name}/{media_id}",
+            put(media::upload_to),
+        )
+        .route("/_matrix/client/v1/media/config", get(media::config))
+        .route("/_matrix/media/v3/config", get(media::config))
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server_name}/{media_id}/{file_name}",
+            get(media::download_as),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}",
+            get(media::thumbnail),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}",
+            get(media::legacy_download),
+        )
+        .route(
+            "/_matrix/media/v3/download/{server_name}/{media_id}/{file_name}",
+            get(media::legacy_download_as),
+        )
+        .route(
+            "/_matrix/media/v3/thumbnail/{server_name}/{media_id}",
+            get(media::legacy_thumbnail),
+        )
+        .route(
+            "/_matrix/client/v1/media/preview_url",
+            get(media::preview_url),
+        )
+        .route("/_matrix/media/v3/preview_url", get(media::preview_url))
         // Dehydrated devices (MSC3814)
         .route(
             "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device",

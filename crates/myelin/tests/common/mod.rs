@@ -128,6 +128,12 @@ impl TestServer {
     /// Stops the server and starts it again on the same database and data
     /// directory (on a new port: `base` changes).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// [`Self::restart`] after `adjust` changed the config.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
+        adjust(&mut self.config);
         if let Some(server) = self.server.take() {
             server.stop().await.expect("the server stops cleanly");
         }
@@ -136,6 +142,11 @@ impl TestServer {
             .expect("the server restarts");
         self.base = server.base_url();
         self.server = Some(server);
+    }
+
+    /// The running server's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn data_dir(&self) -> &std::path::Path {

@@ -24,7 +24,7 @@ use myelin_core::time::now_ms;
 use myelin_storage::{DynStorage, MediaContent, MediaRecord, MediaThumbnail, StorageError};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::backend::{Blob, ByteRange, MediaBackend, MediaError};
 use crate::thumbnail::{self, Method, ThumbnailError, ThumbnailLimits};
@@ -94,6 +94,9 @@ pub struct MediaRepo {
     tmp_dir: PathBuf,
     /// Downloads waiting for the upload of a pending id, by media id.
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Thumbnail jobs running at once (each may hold a decoded image of up
+    /// to `max_image_pixels`), one per core.
+    thumbnail_jobs: Semaphore,
 }
 
 impl MediaRepo {
@@ -114,6 +117,9 @@ impl MediaRepo {
             config,
             tmp_dir,
             waiting: Mutex::new(HashMap::new()),
+            thumbnail_jobs: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -237,8 +243,8 @@ impl MediaRepo {
     ) -> RepoResult<MediaContent> {
         let deadline = tokio::time::Instant::now() + wait.min(DOWNLOAD_WAIT_MAX);
         loop {
-            // Registered before the lookup, so an upload finishing in
-            // between still wakes this wait.
+            // Registered (`enable`) before the lookup, so an upload
+            // finishing in between still wakes this wait.
             let notify = self
                 .waiting
                 .lock()
@@ -246,7 +252,8 @@ impl MediaRepo {
                 .entry(media_id.to_owned())
                 .or_default()
                 .clone();
-            let notified = notify.notified();
+            let mut notified = std::pin::pin!(notify.notified());
+            notified.as_mut().enable();
             let record = self.storage.media(server_name, media_id).await?;
             let Some(record) = record.filter(|r| !r.quarantined) else {
                 self.forget_waiter(media_id, &notify);
@@ -260,7 +267,10 @@ impl MediaRepo {
                 self.forget_waiter(media_id, &notify);
                 return Err(RepoError::NotFound);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            if tokio::time::timeout_at(deadline, notified.as_mut())
+                .await
+                .is_err()
+            {
                 self.forget_waiter(media_id, &notify);
                 return Err(RepoError::NotYetUploaded);
             }
@@ -297,8 +307,10 @@ impl MediaRepo {
         Ok(Download { content, blob })
     }
 
-    /// A thumbnail of a media id: a stored one that fits the request, or a
-    /// new one made and stored now.
+    /// A thumbnail of a media id: a stored one that fits the request (see
+    /// [`pick_thumbnail`]), or a new one made and stored now. Sizes are
+    /// bounded by the thumbnail limits, so requests cannot make unbounded
+    /// numbers of large thumbnails.
     #[allow(clippy::too_many_arguments)]
     pub async fn thumbnail(
         &self,
@@ -376,6 +388,11 @@ impl MediaRepo {
         sizes: &[(u32, u32, Method)],
         animated: bool,
     ) -> RepoResult<Vec<MediaThumbnail>> {
+        let _job = self
+            .thumbnail_jobs
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let source = self.read_all(&content.sha256).await?;
         let limits = ThumbnailLimits {
             max_source_pixels: self.config.max_image_pixels,
@@ -398,12 +415,13 @@ impl MediaRepo {
                 .put_file(&sha256, &path, t.bytes.len() as u64)
                 .await?;
             stored.push(MediaThumbnail {
-                // Recorded under the size asked for, so the same request
-                // finds it again.
+                // Recorded under the request it answers (size, method,
+                // animation asked for), so the same request finds it again,
+                // also when the result is smaller or a still.
                 width,
                 height,
                 method: method.as_str().to_owned(),
-                animated: t.animated,
+                animated,
                 content_type: t.content_type.to_owned(),
                 size: t.bytes.len() as i64,
                 sha256,
@@ -484,8 +502,14 @@ impl MediaRepo {
     }
 }
 
+/// A stored thumbnail may answer a request for a box up to this many times
+/// smaller in each dimension (the spec lets a thumbnail be larger than
+/// asked); further off, a thumbnail of the size asked for is made.
+const REUSE_FACTOR: u32 = 2;
+
 /// The stored thumbnail to answer a request with: the same method and
-/// animation, at least the requested size (the smallest such), else none.
+/// animation, at least the requested size and at most [`REUSE_FACTOR`]
+/// times it (the smallest such), else none.
 fn pick_thumbnail(
     stored: &[MediaThumbnail],
     width: u32,
@@ -497,6 +521,10 @@ fn pick_thumbnail(
         .iter()
         .filter(|t| t.method == method.as_str() && t.animated == animated)
         .filter(|t| t.width >= width && t.height >= height)
+        .filter(|t| {
+            t.width <= width.saturating_mul(REUSE_FACTOR)
+                && t.height <= height.saturating_mul(REUSE_FACTOR)
+        })
         .min_by_key(|t| u64::from(t.width) * u64::from(t.height))
 }
 
@@ -505,4 +533,45 @@ fn hex_sha256(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(width: u32, height: u32, method: &str, animated: bool) -> MediaThumbnail {
+        MediaThumbnail {
+            width,
+            height,
+            method: method.to_owned(),
+            animated,
+            content_type: "image/png".to_owned(),
+            size: 1,
+            sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn stored_thumbnails_answer_nearby_sizes_only() {
+        let all = [
+            stored(32, 32, "crop", false),
+            stored(96, 96, "crop", false),
+            stored(320, 240, "scale", false),
+            stored(640, 480, "scale", false),
+            stored(96, 96, "crop", true),
+        ];
+        let pick = |w, h, method, animated| {
+            pick_thumbnail(&all, w, h, method, animated).map(|t| (t.width, t.height))
+        };
+        assert_eq!(pick(32, 32, Method::Crop, false), Some((32, 32)));
+        assert_eq!(pick(50, 50, Method::Crop, false), Some((96, 96)));
+        assert_eq!(pick(300, 200, Method::Scale, false), Some((320, 240)));
+        assert_eq!(pick(400, 300, Method::Scale, false), Some((640, 480)));
+        // Too far from any stored size: made on request.
+        assert_eq!(pick(100, 100, Method::Scale, false), None);
+        assert_eq!(pick(1000, 1000, Method::Scale, false), None);
+        // Method and animation must match.
+        assert_eq!(pick(32, 32, Method::Scale, false), None);
+        assert_eq!(pick(64, 64, Method::Crop, true), Some((96, 96)));
+    }
 }

@@ -39,7 +39,9 @@ pub struct MediaContent {
     pub uploaded_ms: i64,
 }
 
-/// A thumbnail stored for a media id.
+/// A thumbnail stored for a media id, keyed by the request it answers: the
+/// box asked for (the image may be smaller, never larger than its source),
+/// the method, and whether an animation was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaThumbnail {
     pub width: u32,

@@ -576,43 +576,6 @@ fn parse_range(value: &str, total: u64) -> RangeHeader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        let range = |v| match parse_range(v, 100) {
-            RangeHeader::Range(r) => Some((r.start, r.end)),
-            RangeHeader::Ignore => None,
-            RangeHeader::Unsatisfiable => Some((u64::MAX, None)),
-        };
-        assert_eq!(range("bytes=0-9"), Some((0, Some(9))));
-        assert_eq!(range("bytes=90-"), Some((90, None)));
-        assert_eq!(range("bytes=-10"), Some((90, None)));
-        assert_eq!(range("bytes=-1000"), Some((0, None)));
-        assert_eq!(range("bytes=100-"), Some((u64::MAX, None)));
-        assert_eq!(range("bytes=0-1,5-6"), None);
-        assert_eq!(range("items=0-1"), None);
-        assert_eq!(range("bytes=9-1"), None);
-    }
-
-    #[test]
-    fn dispositions() {
-        assert_eq!(content_disposition("image/png", None), "inline");
-        assert_eq!(content_disposition("text/html", None), "attachment");
-        assert_eq!(content_disposition("image/svg+xml", None), "attachment");
-        assert_eq!(
-            content_disposition("text/plain; charset=utf-8", Some("a \"b\".txt")),
-            "inline; filename=\"a _b_.txt\"; filename*=utf-8''a%20%22b%22.txt"
-        );
-        assert_eq!(
-            content_disposition("application/pdf", Some("é.pdf")),
-            "attachment; filename=\"_.pdf\"; filename*=utf-8''%C3%A9.pdf"
-        );
-    }
-}
-
 #[derive(Deserialize)]
 pub struct PreviewQuery {
     url: String,
@@ -682,4 +645,41 @@ pub async fn preview_url(
         body.insert("matrix:image:size".to_owned(), json!(image.size));
     }
     Ok(Json(Value::Object(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let range = |v| match parse_range(v, 100) {
+            RangeHeader::Range(r) => Some((r.start, r.end)),
+            RangeHeader::Ignore => None,
+            RangeHeader::Unsatisfiable => Some((u64::MAX, None)),
+        };
+        assert_eq!(range("bytes=0-9"), Some((0, Some(9))));
+        assert_eq!(range("bytes=90-"), Some((90, None)));
+        assert_eq!(range("bytes=-10"), Some((90, None)));
+        assert_eq!(range("bytes=-1000"), Some((0, None)));
+        assert_eq!(range("bytes=100-"), Some((u64::MAX, None)));
+        assert_eq!(range("bytes=0-1,5-6"), None);
+        assert_eq!(range("items=0-1"), None);
+        assert_eq!(range("bytes=9-1"), None);
+    }
+
+    #[test]
+    fn dispositions() {
+        assert_eq!(content_disposition("image/png", None), "inline");
+        assert_eq!(content_disposition("text/html", None), "attachment");
+        assert_eq!(content_disposition("image/svg+xml", None), "attachment");
+        assert_eq!(
+            content_disposition("text/plain; charset=utf-8", Some("a \"b\".txt")),
+            "inline; filename=\"a _b_.txt\"; filename*=utf-8''a%20%22b%22.txt"
+        );
+        assert_eq!(
+            content_disposition("application/pdf", Some("é.pdf")),
+            "attachment; filename=\"_.pdf\"; filename*=utf-8''%C3%A9.pdf"
+        );
+    }
 }

@@ -29,18 +29,22 @@ run_server() {
     "$S3S" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret \
       "$dir/s3" >"$OUT/s3s-fs.log" 2>&1 &
     S3_PID=$!
-    sleep 1
+    for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.1; done
     extra=(MYELIN_MEDIA__BACKEND=s3 MYELIN_MEDIA__S3__ENDPOINT="http://127.0.0.1:$S3_PORT"
       MYELIN_MEDIA__S3__ACCESS_KEY_ID=bench MYELIN_MEDIA__S3__SECRET_ACCESS_KEY=bench-secret
       MYELIN_MEDIA__S3__BUCKET=bench)
   fi
-  (cd "$dir" && env MYELIN_LISTEN="127.0.0.1:$PORT" MYELIN_REGISTRATION=open MYELIN_LOG=warn \
+  (cd "$dir" && exec env MYELIN_LISTEN="127.0.0.1:$PORT" MYELIN_REGISTRATION=open MYELIN_LOG=warn \
     MYELIN_RATE_LIMITS__REGISTRATION__PER_SECOND=0 MYELIN_RATE_LIMITS__LOGIN__PER_SECOND=0 \
     MYELIN_MEDIA__MAX_UPLOAD_BYTES=$((200 * 1024 * 1024)) \
     MYELIN_AUTH__PASSWORD_HASH_MEMORY_KIB=1024 MYELIN_AUTH__PASSWORD_HASH_ITERATIONS=1 \
     "${extra[@]}" "$ROOT/target/release/myelin" serve >"$OUT/server-$store.log" 2>&1) &
   SERVER=$!
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && return; sleep 0.1; done
+  for _ in $(seq 1 100); do
+    kill -0 "$SERVER" 2>/dev/null || break
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && return
+    sleep 0.1
+  done
   echo "server did not start (see $OUT/server-$store.log)" >&2; exit 1
 }
 

@@ -89,6 +89,67 @@ pub trait MediaBackend: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
+/// Why [`spool`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The stream went past the byte limit.
+    #[error("more than {max} bytes")]
+    TooLarge { max: u64 },
+    /// The stream itself failed.
+    #[error("reading the bytes failed: {0}")]
+    Read(String),
+    #[error("writing the temporary file failed: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Writes `body` to a new file at `path` while hashing it, stopping past
+/// `max` bytes (if given); returns the blob name (hex SHA-256) and the
+/// length. The file is removed again if anything fails. This is how every
+/// blob reaches a backend: from a finished local file, never from memory.
+pub async fn spool<S, E>(
+    body: S,
+    path: &Path,
+    max: Option<u64>,
+) -> Result<(String, u64), SpoolError>
+where
+    S: futures_core::Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt as _;
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt as _;
+
+    let result = async {
+        let mut file = tokio::fs::File::create(path).await?;
+        let mut hasher = sha2::Sha256::new();
+        let mut len: u64 = 0;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| SpoolError::Read(e.to_string()))?;
+            len += chunk.len() as u64;
+            if let Some(max) = max
+                && len > max
+            {
+                return Err(SpoolError::TooLarge { max });
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok((hex(&hasher.finalize()), len))
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result
+}
+
+/// Lowercase hex of a digest (a blob name from a SHA-256).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Checks a blob name is a lowercase hex SHA-256, so it is safe as a file
 /// name or an object key.
 pub fn check_name(sha256: &str) -> MediaResult<()> {

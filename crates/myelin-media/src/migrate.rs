@@ -7,13 +7,10 @@
 
 use std::path::Path;
 
-use futures_util::StreamExt as _;
 use myelin_core::secrets::random_alphanumeric;
 use myelin_storage::DynStorage;
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
-use crate::backend::MediaBackend;
+use crate::backend::{MediaBackend, spool};
 use crate::repo::RepoResult;
 
 /// Blob names read from the database at a time.
@@ -83,39 +80,18 @@ async fn copy_blob(
         Err(e) => return Err(format!("cannot read it: {e}")),
     };
     let path = tmp_dir.join(random_alphanumeric(24));
-    let result = async {
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut hasher = Sha256::new();
-        let mut len = 0u64;
-        let mut body = blob.body;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| format!("cannot read it: {e}"))?;
-            hasher.update(&chunk);
-            len += chunk.len() as u64;
-            file.write_all(&chunk).await.map_err(|e| e.to_string())?;
-        }
-        file.flush().await.map_err(|e| e.to_string())?;
-        drop(file);
-        let actual: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if actual != sha256 {
-            return Err(format!(
-                "its bytes hash to {actual}: the source copy is corrupt"
-            ));
-        }
-        to.put_file(sha256, &path, len)
-            .await
-            .map_err(|e| format!("cannot write it: {e}"))?;
-        Ok(len)
-    }
-    .await;
-    if result.is_err() {
+    let (actual, len) = spool(blob.body, &path, None)
+        .await
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if actual != sha256 {
         let _ = tokio::fs::remove_file(&path).await;
+        return Err(format!(
+            "its bytes hash to {actual}: the source copy is corrupt"
+        ));
     }
-    result
+    if let Err(e) = to.put_file(sha256, &path, len).await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(format!("cannot write it: {e}"));
+    }
+    Ok(len)
 }

@@ -23,10 +23,9 @@ use myelin_core::secrets::random_alphanumeric;
 use myelin_core::time::now_ms;
 use myelin_storage::{DynStorage, MediaContent, MediaRecord, MediaThumbnail, StorageError};
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::backend::{Blob, ByteRange, MediaBackend, MediaError};
+use crate::backend::{Blob, ByteRange, MediaBackend, MediaError, SpoolError, hex, spool};
 use crate::thumbnail::{self, Method, ThumbnailError, ThumbnailLimits};
 
 /// Length of a new media id (letters and digits).
@@ -464,41 +463,22 @@ impl MediaRepo {
     {
         let max = self.config.max_upload_bytes;
         let path = self.tmp_path();
-        let result = async {
-            let mut file = tokio::fs::File::create(&path).await?;
-            let mut hasher = Sha256::new();
-            let mut size: u64 = 0;
-            let mut body = std::pin::pin!(body);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| RepoError::Receive(e.to_string()))?;
-                size += chunk.len() as u64;
-                if size > max {
-                    return Err(RepoError::TooLarge { max });
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await?;
-            }
-            file.flush().await?;
-            drop(file);
-            let sha256: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            self.backend.put_file(&sha256, &path, size).await?;
-            Ok(MediaContent {
-                content_type: content_type.to_owned(),
-                filename,
-                size: i64::try_from(size).unwrap_or(i64::MAX),
-                sha256,
-                uploaded_ms: now_ms(),
-            })
-        }
-        .await;
-        if result.is_err() {
+        let (sha256, size) = spool(body, &path, Some(max)).await.map_err(|e| match e {
+            SpoolError::TooLarge { max } => RepoError::TooLarge { max },
+            SpoolError::Read(why) => RepoError::Receive(why),
+            SpoolError::Write(e) => RepoError::Io(e),
+        })?;
+        if let Err(e) = self.backend.put_file(&sha256, &path, size).await {
             let _ = tokio::fs::remove_file(&path).await;
+            return Err(e.into());
         }
-        result
+        Ok(MediaContent {
+            content_type: content_type.to_owned(),
+            filename,
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            sha256,
+            uploaded_ms: now_ms(),
+        })
     }
 }
 
@@ -529,10 +509,7 @@ fn pick_thumbnail(
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 #[cfg(test)]

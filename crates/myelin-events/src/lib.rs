@@ -13,6 +13,7 @@ pub mod pdu;
 pub mod push;
 pub mod redaction;
 pub mod room_version;
+pub mod state_res;
 
 pub use auth::{
     AuthError, PowerLevel, StateView, auth_types_for_event, check_auth, check_auth_events,
@@ -20,3 +21,4 @@ pub use auth::{
 };
 pub use pdu::{EventError, Pdu, PduTemplate, build_pdu, verify_pdu};
 pub use room_version::{DEFAULT_ROOM_VERSION, RoomVersion, SUPPORTED_ROOM_VERSIONS};
+pub use state_res::{StateMap, StateResError, resolve};

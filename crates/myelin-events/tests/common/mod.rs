@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ruma_pdu;
+
 use std::collections::HashMap;
 
 use myelin_core::signing_key::SigningKey;

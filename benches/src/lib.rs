@@ -1,5 +1,7 @@
 //! Shared set-up for Myelin's criterion benches (`benches/benches/*.rs`).
 
+pub mod state_res_workload;
+
 use myelin_api::AppState;
 use myelin_api::client::session;
 use myelin_core::Config;

@@ -23,14 +23,10 @@ use myelin_events::state_res::{StateMap, StateResError, resolve};
 use myelin_events::{Pdu, PduTemplate, RoomVersion, StateView, auth_types_for_event, build_pdu};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ruma::events::{StateEventType, TimelineEventType};
+use ruma::events::StateEventType;
 use ruma::state_res::Event;
 use ruma::state_res::utils::event_id_set::EventIdSet;
-use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt,
-    UserId,
-};
-use serde_json::value::RawValue;
+use ruma::{EventId, OwnedEventId};
 use serde_json::{Map, Value, json};
 
 const ADMIN: &str = "@admin:a.test";
@@ -38,88 +34,10 @@ const MODERATOR: &str = "@mod:a.test";
 /// Servers the members are spread over.
 const SERVERS: usize = 50;
 
-/// A PDU as ruma-state-res sees it.
-pub struct RumaPdu {
-    event_id: OwnedEventId,
-    room_id: Option<OwnedRoomId>,
-    sender: OwnedUserId,
-    origin_server_ts: MilliSecondsSinceUnixEpoch,
-    kind: TimelineEventType,
-    content: Box<RawValue>,
-    state_key: Option<String>,
-    prev_events: Vec<OwnedEventId>,
-    auth_events: Vec<OwnedEventId>,
-    redacts: Option<OwnedEventId>,
-}
-
-impl From<&Pdu> for RumaPdu {
-    fn from(pdu: &Pdu) -> Self {
-        let ids = |ids: &[String]| {
-            ids.iter()
-                .map(|id| EventId::parse(id).expect("event id"))
-                .collect()
-        };
-        Self {
-            event_id: EventId::parse(&pdu.event_id).expect("event id"),
-            room_id: pdu
-                .json
-                .get("room_id")
-                .and_then(|r| r.as_str())
-                .map(|r| RoomId::parse(r).expect("room id")),
-            sender: UserId::parse(&pdu.sender).expect("user id"),
-            origin_server_ts: MilliSecondsSinceUnixEpoch(
-                UInt::try_from(pdu.origin_server_ts as u64).expect("timestamp"),
-            ),
-            kind: TimelineEventType::from(pdu.kind.as_str()),
-            content: RawValue::from_string(pdu.content.to_string()).expect("content"),
-            state_key: pdu.state_key.clone(),
-            prev_events: ids(&pdu.prev_events),
-            auth_events: ids(&pdu.auth_events),
-            redacts: pdu
-                .redacts
-                .as_deref()
-                .and_then(|id| EventId::parse(id).ok()),
-        }
-    }
-}
-
-impl Event for RumaPdu {
-    type Id = OwnedEventId;
-
-    fn event_id(&self) -> &Self::Id {
-        &self.event_id
-    }
-    fn room_id(&self) -> Option<&RoomId> {
-        self.room_id.as_deref()
-    }
-    fn sender(&self) -> &UserId {
-        &self.sender
-    }
-    fn origin_server_ts(&self) -> MilliSecondsSinceUnixEpoch {
-        self.origin_server_ts
-    }
-    fn event_type(&self) -> &TimelineEventType {
-        &self.kind
-    }
-    fn content(&self) -> &RawValue {
-        &self.content
-    }
-    fn state_key(&self) -> Option<&str> {
-        self.state_key.as_deref()
-    }
-    fn prev_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.prev_events.iter())
-    }
-    fn auth_events(&self) -> Box<dyn DoubleEndedIterator<Item = &Self::Id> + '_> {
-        Box::new(self.auth_events.iter())
-    }
-    fn redacts(&self) -> Option<&Self::Id> {
-        self.redacts.as_ref()
-    }
-    fn rejected(&self) -> bool {
-        false
-    }
-}
+// Ruma's view of our PDUs: the same adapter the differential tests use.
+#[path = "../../crates/myelin-events/tests/common/ruma_pdu.rs"]
+mod ruma_pdu;
+pub use ruma_pdu::RumaPdu;
 
 /// The shape of a workload.
 #[derive(Clone, Debug)]
@@ -642,7 +560,7 @@ impl Workload {
                 let mut seen: EventIdSet<OwnedEventId> = EventIdSet::new();
                 let mut stack: Vec<&OwnedEventId> = set.values().collect();
                 while let Some(id) = stack.pop() {
-                    for auth in self.ruma_events[id].auth_events.iter() {
+                    for auth in self.ruma_events[id].auth_events() {
                         if seen.insert(auth.clone()) {
                             stack.push(auth);
                         }
@@ -666,7 +584,7 @@ impl Workload {
         while let Some(id) = stack.pop() {
             if seen.insert(id) {
                 below.push(id);
-                stack.extend(self.ruma_events[id].auth_events.iter().map(|a| &**a));
+                stack.extend(self.ruma_events[id].auth_events().map(|a| &**a));
             }
         }
         // `below` lists each event before its auth events; walking it
@@ -679,10 +597,10 @@ impl Workload {
                 pending.pop();
                 continue;
             }
-            let auths = &self.ruma_events[id].auth_events;
+            let auths: Vec<&OwnedEventId> = self.ruma_events[id].auth_events().collect();
             let unknown: Vec<&EventId> = auths
                 .iter()
-                .map(|a| &**a)
+                .map(|a| &***a)
                 .filter(|a| !reaches.contains_key(a))
                 .collect();
             if !unknown.is_empty() {
@@ -690,7 +608,7 @@ impl Workload {
                 continue;
             }
             pending.pop();
-            let found = conflicted.contains(id) || auths.iter().any(|a| reaches[&**a]);
+            let found = conflicted.contains(id) || auths.iter().any(|a| reaches[&***a]);
             reaches.insert(id, found);
             if found {
                 subgraph.insert(id.to_owned());

@@ -1,5 +1,6 @@
 //! Our PDUs as ruma-state-res sees them, for the differential tests against
-//! it (auth rules and state resolution).
+//! it (auth rules and state resolution) and the state resolution benches
+//! (`benches/src/state_res_workload.rs` includes this file).
 
 use myelin_events::Pdu;
 use ruma::events::TimelineEventType;

@@ -33,6 +33,8 @@ use crate::auth::{PowerLevel, StateView, auth_types_for_event, check_auth, user_
 use crate::pdu::Pdu;
 use crate::room_version::RoomVersion;
 
+mod v1;
+
 /// A room state: `(type, state_key)` to event id.
 pub type StateMap = HashMap<(String, String), String>;
 
@@ -76,7 +78,7 @@ where
     F: Fn(&str) -> Option<Arc<Pdu>>,
 {
     let StateResolutionVersion::V2(rules) = &version.rules.state_res else {
-        return Err(StateResError::UnsupportedVersion(version.id));
+        return v1::resolve(version, state_sets, fetch);
     };
     match state_sets {
         [] => return Ok(StateMap::new()),

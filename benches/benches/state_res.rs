@@ -4,31 +4,40 @@
 //!
 //! cargo bench -p myelin-benches --bench state_res
 //!
-//! Ids: `state_res/myelin/{N}`, `state_res/ruma/{N}` and
-//! `state_res/ruma_given_chains/{N}`, for N state events in the room.
+//! Ids, for N state events in the room:
+//! - `state_res/myelin/{N}`: `resolve_in` on the room's `AuthGraph` (built
+//!   as the events arrived, outside the timing, as a server keeps it), from
+//!   and to string state maps, on rayon's global pool (one thread per core);
+//! - `state_res/myelin_1thread/{N}`: the same on a one-thread pool;
+//! - `state_res/myelin_ix/{N}`: `resolve_ix`, the same with the state sets
+//!   already interned (a server that keeps its states interned);
+//! - `state_res/myelin_cold/{N}`: `resolve` from a `fetch`, building the
+//!   graph and its index inside the timing;
+//! - `state_res/graph_build/{N}`: inserting every event of the room into a
+//!   new graph (what `myelin` does not time; divide by N for the cost each
+//!   arriving event adds);
+//! - `state_res/ruma/{N}`: ruma-state-res, walking the auth chains inside
+//!   the timing (over ruma's own event type, with a plain `HashSet`-based
+//!   walk like the one the differential test uses);
+//! - `state_res/ruma_given_chains/{N}`: ruma-state-res given the auth chains
+//!   computed outside the timing, as a server with an auth chain cache would.
+//!
+//! `myelin` against `ruma_given_chains` is the like-for-like comparison of
+//! two servers that keep an index of the auth chains; `myelin_cold` against
+//! `ruma` that of two that do not. For v12 ruma's conflicted-subgraph
+//! callback runs inside its timing, as ours runs inside the resolution.
+//! Both get their events from prepared in-memory maps (ours as `Arc<Pdu>`,
+//! ruma's as `Arc<RumaPdu>`), and the state sets in their own types.
+//!
 //! `STATE_RES_SIZES` (comma-separated, default `10,1000,10000,100000`) and
 //! `STATE_RES_VERSION` (default `11`) change the workloads.
-//!
-//! Fairness: our `resolve` takes only the state sets and a `fetch`, and walks
-//! the auth chains itself. ruma's `resolve` takes the auth chains as an
-//! argument. `state_res/ruma` walks them inside the timed closure (over
-//! ruma's own event type, with a plain `HashSet`-based walk like the one the
-//! differential test uses), so both sides do the same work from the same
-//! input; `state_res/ruma_given_chains` precomputes them outside the timing,
-//! as a server with an auth chain cache would, to show what the walk costs.
-//! For v12 ruma's conflicted-subgraph callback runs inside its timing, as
-//! ours runs inside `resolve`. Both get their events from a prepared
-//! in-memory map (ours as `Arc<Pdu>`, ruma's as `Arc<RumaPdu>`), and the
-//! state sets prepared in their own types.
-//!
-//! There is no `myelin_1thread` variant: our resolution has no parallelism
-//! and rayon is not a dependency of the workspace.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use myelin_benches::state_res_workload::{Workload, WorkloadParams, from_ruma_state_map};
+use myelin_events::state_res::{AuthGraph, resolve_ix};
 
 fn sizes() -> Vec<usize> {
     std::env::var("STATE_RES_SIZES")
@@ -46,6 +55,10 @@ fn state_res(c: &mut Criterion) {
         Ok("12") => "12",
         _ => "11",
     };
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
     let mut group = c.benchmark_group("state_res");
     for n in sizes() {
         let params = WorkloadParams {
@@ -55,18 +68,31 @@ fn state_res(c: &mut Criterion) {
         let started = Instant::now();
         let workload = Workload::generate(&params);
         let generated = started.elapsed();
+        let started = Instant::now();
+        let graph = workload.graph();
+        let built = started.elapsed();
+        let mut interned_graph: AuthGraph = graph.clone();
+        let interned = workload.interned_state_sets(&mut interned_graph);
 
-        // Both agree (checked once, outside the timing).
+        // All agree (checked once, outside the timing).
         let started = Instant::now();
-        let ours = workload.resolve_myelin().expect("ours resolves");
+        let ours = workload.resolve_myelin(&graph).expect("ours resolves");
         let ours_once = started.elapsed();
-        let started = Instant::now();
         let theirs = from_ruma_state_map(workload.resolve_ruma());
-        let ruma_once = started.elapsed();
         assert_eq!(ours, theirs, "N = {n}: ours and ruma's resolutions differ");
+        let cold = workload.resolve_myelin_cold().expect("ours resolves");
+        assert_eq!(cold, theirs, "N = {n}: ours (cold) and ruma's differ");
+        let ix = resolve_ix(&interned_graph, &workload.version, &interned).expect("resolves");
+        assert_eq!(
+            interned_graph.state_map(&ix),
+            theirs,
+            "N = {n}: resolve_ix differs"
+        );
+        let (chains, links) = graph.index_size();
         eprintln!(
-            "state_res N={n} v{version}: generated in {generated:?}; one resolution: \
-             myelin {ours_once:?}, ruma {ruma_once:?}; {:?}",
+            "state_res N={n} v{version}: generated in {generated:?}; graph of {} events \
+             built in {built:?} ({chains} chains, {links} links); one resolution {ours_once:?}; {:?}",
+            graph.len(),
             workload.stats
         );
 
@@ -78,7 +104,23 @@ fn state_res(c: &mut Criterion) {
             group.measurement_time(Duration::from_secs(5));
         }
         group.bench_with_input(BenchmarkId::new("myelin", n), &workload, |b, w| {
-            b.iter(|| black_box(w.resolve_myelin().expect("ours resolves")));
+            b.iter(|| black_box(w.resolve_myelin(&graph).expect("ours resolves")));
+        });
+        group.bench_with_input(BenchmarkId::new("myelin_1thread", n), &workload, |b, w| {
+            one_thread.install(|| {
+                b.iter(|| black_box(w.resolve_myelin(&graph).expect("ours resolves")));
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("myelin_ix", n), &workload, |b, w| {
+            b.iter(|| {
+                black_box(resolve_ix(&interned_graph, &w.version, &interned).expect("resolves"))
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("myelin_cold", n), &workload, |b, w| {
+            b.iter(|| black_box(w.resolve_myelin_cold().expect("ours resolves")));
+        });
+        group.bench_with_input(BenchmarkId::new("graph_build", n), &workload, |b, w| {
+            b.iter(|| black_box(w.graph()));
         });
         group.bench_with_input(BenchmarkId::new("ruma", n), &workload, |b, w| {
             b.iter(|| black_box(w.resolve_ruma()));
@@ -90,7 +132,7 @@ fn state_res(c: &mut Criterion) {
                 b.iter_batched(
                     || w.ruma_auth_chains(),
                     |chains| black_box(w.resolve_ruma_with_chains(chains)),
-                    criterion::BatchSize::LargeInput,
+                    BatchSize::LargeInput,
                 );
             },
         );

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use myelin_core::signing_key::SigningKey;
-use myelin_events::state_res::{StateMap, StateResError, resolve};
+use myelin_events::state_res::{AuthGraph, IxState, StateMap, StateResError, resolve, resolve_in};
 use myelin_events::{Pdu, PduTemplate, RoomVersion, StateView, auth_types_for_event, build_pdu};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -130,6 +130,8 @@ pub struct Workload {
     pub version: RoomVersion,
     /// Our events, by id.
     pub events: HashMap<String, Arc<Pdu>>,
+    /// The same events in the order they were sent (auth events first).
+    pub arrival: Vec<Arc<Pdu>>,
     /// The same events as ruma sees them.
     pub ruma_events: HashMap<OwnedEventId, Arc<RumaPdu>>,
     /// The branches' states: the input of the resolution.
@@ -145,6 +147,7 @@ struct Generator {
     key: SigningKey,
     room_id: Option<String>,
     events: HashMap<String, Arc<Pdu>>,
+    arrival: Vec<Arc<Pdu>>,
     rejected: usize,
 }
 
@@ -203,6 +206,7 @@ impl Generator {
         self.room_id = Some(pdu.room_id.clone());
         let pdu = Arc::new(pdu);
         self.events.insert(pdu.event_id.clone(), pdu.clone());
+        self.arrival.push(pdu.clone());
         branch.heads = vec![pdu.event_id.clone()];
         branch.depth += 1;
         branch.ts = ts;
@@ -300,6 +304,7 @@ impl Workload {
             key: SigningKey::from_seed("bench".to_owned(), [7; 32]),
             room_id: None,
             events: HashMap::with_capacity(params.events + 16),
+            arrival: Vec::with_capacity(params.events + 16),
             rejected: 0,
         };
         let mut main = generator.create_room();
@@ -460,6 +465,7 @@ impl Workload {
         let mut workload = Self {
             version,
             events: generator.events,
+            arrival: generator.arrival,
             ruma_events,
             state_sets,
             ruma_state_sets,
@@ -544,10 +550,37 @@ impl Workload {
     }
 
     /// Our resolution of the state sets.
-    pub fn resolve_myelin(&self) -> Result<StateMap, StateResError> {
+    /// Ours from scratch: `resolve` fetches the events and builds a graph
+    /// of them and its chain index for this one resolution.
+    pub fn resolve_myelin_cold(&self) -> Result<StateMap, StateResError> {
         resolve(&self.version, &self.state_sets, |id: &str| {
             self.events.get(id).cloned()
         })
+    }
+
+    /// The room's graph as a server keeps it: every event inserted as it
+    /// arrived.
+    pub fn graph(&self) -> AuthGraph {
+        let mut graph = AuthGraph::new();
+        for pdu in &self.arrival {
+            graph
+                .insert(pdu.clone())
+                .expect("the graph takes the event");
+        }
+        graph
+    }
+
+    /// Ours on the room's graph, from and to string state maps.
+    pub fn resolve_myelin(&self, graph: &AuthGraph) -> Result<StateMap, StateResError> {
+        resolve_in(graph, &self.version, &self.state_sets)
+    }
+
+    /// The state sets interned in the room's graph.
+    pub fn interned_state_sets(&self, graph: &mut AuthGraph) -> Vec<IxState> {
+        self.state_sets
+            .iter()
+            .map(|set| graph.intern_state(set).expect("interns"))
+            .collect()
     }
 
     /// The auth chain of each state set, walked over ruma's events (what a

@@ -19,6 +19,6 @@ pub use auth::{
     AuthError, PowerLevel, StateView, auth_types_for_event, check_auth, check_auth_events,
     creators, user_power_level,
 };
-pub use pdu::{EventError, Pdu, PduTemplate, build_pdu, verify_pdu};
+pub use pdu::{EventError, Pdu, PduTemplate, build_pdu, verify_pdu, verify_pdus};
 pub use room_version::{DEFAULT_ROOM_VERSION, RoomVersion, SUPPORTED_ROOM_VERSIONS};
 pub use state_res::{StateMap, StateResError, resolve};

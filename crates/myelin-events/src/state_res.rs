@@ -1,13 +1,26 @@
 //! State resolution v2 (room versions 2–11) and v2.1 (room version 12,
 //! MSC4297), as the server-server API's "Room version 2" page describes it,
-//! with the authorization rules of [`crate::auth`].
+//! with the authorization rules of [`crate::auth`]; v1 (room version 1) is
+//! in [`v1`].
 //!
-//! The resolution works on a graph of interned events: every event id is a
-//! dense `u32` index, every `(type, state_key)` a dense `u32` key, so the
-//! phases (auth chains, auth difference, conflicted state subgraph, reverse
-//! topological power ordering, iterative auth checks, mainline ordering)
-//! run on integers and `Vec`s. Strings are read only to intern, to break
-//! ties by event id (once, as a rank) and to call the auth rules.
+//! The resolution works on an [`AuthGraph`]: every event id is a dense
+//! `u32` index, every `(type, state_key)` a dense `u32` key, and a chain
+//! cover index answers "which events are in this set's auth chain" without
+//! walking it (see [`graph`]). A server keeps one graph per room and
+//! extends it as events arrive, then calls [`resolve_in`] (string state
+//! maps) or [`resolve_ix`] (interned state); [`resolve`] builds a graph
+//! from a `fetch` for a one-off resolution.
+//!
+//! The phases: split the state sets (unconflicted state, conflicted events
+//! per set); the auth difference, chain by chain from the index; the full
+//! conflicted set (v2.1: with the conflicted state subgraph); the power
+//! events in reverse topological power ordering; iterative auth checks;
+//! the other events in mainline order; iterative auth checks; the
+//! unconflicted state applied last. Independent work (interning the state
+//! sets, what the unconflicted state reaches, each set's conflicted events,
+//! the senders' power levels) runs on the current rayon pool when it is
+//! large enough to pay for it; install a dedicated pool to keep it off an
+//! async runtime.
 //!
 //! Choices where the spec leaves room (all as Synapse and ruma-state-res do):
 //! - the events a power event pulls into the power ordering are its auth
@@ -27,26 +40,32 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use ruma::room_version_rules::StateResolutionVersion;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::auth::{PowerLevel, StateView, auth_types_for_event, check_auth, user_power_level};
 use crate::pdu::Pdu;
 use crate::room_version::RoomVersion;
 
+pub mod graph;
 mod v1;
+
+pub use graph::{AuthGraph, EventIx, IxState, KeyIx};
 
 /// A room state: `(type, state_key)` to event id.
 pub type StateMap = HashMap<(String, String), String>;
 
-/// The most events one resolution loads (the state sets and their auth
-/// chains): past it the resolution fails instead of exhausting memory.
+/// The most events one graph holds (a resolution's state sets and their
+/// auth chains, or a room's graph): past it the resolution fails instead
+/// of exhausting memory.
 pub const RESOLUTION_EVENTS_MAX: usize = 4_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateResError {
-    /// Room version 1 resolves state with the v1 algorithm.
-    #[error("room version {0} does not use state resolution v2")]
+    /// A room version whose state resolution this server does not know.
+    #[error("room version {0} has no state resolution algorithm here")]
     UnsupportedVersion(&'static str),
     /// The `auth_events` references form a cycle (no valid room does).
     #[error("the auth events form a cycle through {0}")]
@@ -61,14 +80,21 @@ const POWER_LEVELS: &str = "m.room.power_levels";
 const JOIN_RULES: &str = "m.room.join_rules";
 const MEMBER: &str = "m.room.member";
 
-/// An interned event or state key.
-type Ix = u32;
-const NONE: Ix = Ix::MAX;
+/// No event, no key.
+const NONE: u32 = u32::MAX;
+/// Below this many state entries in all, interning runs on one thread.
+const PARALLEL_ENTRIES_MIN: usize = 4096;
+/// Below this many events, per-event work runs on one thread.
+const PARALLEL_EVENTS_MIN: usize = 256;
 
 /// Resolves `state_sets` (the states of the forks being merged) into one
 /// state. `fetch` gives an event by id: every event of the state sets and
 /// of their auth chains that was accepted, and for v12 the room's create
 /// event; it returns `None` for unknown or rejected events.
+///
+/// It builds a graph of those events for this one resolution; a server
+/// that resolves the same room again keeps an [`AuthGraph`] and calls
+/// [`resolve_in`].
 pub fn resolve<F>(
     version: &RoomVersion,
     state_sets: &[StateMap],
@@ -77,81 +103,90 @@ pub fn resolve<F>(
 where
     F: Fn(&str) -> Option<Arc<Pdu>>,
 {
-    let StateResolutionVersion::V2(rules) = &version.rules.state_res else {
+    if !matches!(version.rules.state_res, StateResolutionVersion::V2(_)) {
         return v1::resolve(version, state_sets, fetch);
+    }
+    match state_sets {
+        [] => return Ok(StateMap::new()),
+        [first, rest @ ..] if rest.iter().all(|set| set == first) => return Ok(first.clone()),
+        _ => {}
+    }
+    let graph = load(version, state_sets, &fetch)?;
+    resolve_in(&graph, version, state_sets)
+}
+
+/// Resolves `state_sets` against a room's graph, which must hold every
+/// accepted event of the state sets and of their auth chains (ids it does
+/// not hold are absent events).
+pub fn resolve_in(
+    graph: &AuthGraph,
+    version: &RoomVersion,
+    state_sets: &[StateMap],
+) -> Result<StateMap, StateResError> {
+    let StateResolutionVersion::V2(rules) = &version.rules.state_res else {
+        return v1::resolve(version, state_sets, |id| {
+            graph
+                .event_ix(id)
+                .and_then(|event| graph.pdu(event))
+                .map(|pdu| Arc::new(pdu.clone()))
+        });
     };
     match state_sets {
         [] => return Ok(StateMap::new()),
         [only] => return Ok(only.clone()),
         _ => {}
     }
-    let mut graph = Graph::default();
-    let split = graph.split(state_sets)?;
-    if split.conflicted.is_empty() {
-        return Ok(graph.state_map(&split.unconflicted));
+    let mut overlay = Overlay::default();
+    let sets = overlay.intern(graph, state_sets);
+    let key_count = graph.key_count() + overlay.keys.len();
+    let resolved = resolve_core(graph, version, rules, &sets, key_count)?;
+    let mut map = StateMap::with_capacity(resolved.len());
+    for (key, event) in resolved {
+        let key = match key.checked_sub(graph.key_count() as KeyIx) {
+            None => {
+                let (kind, state_key) = graph.key(key);
+                (kind.to_owned(), state_key.to_owned())
+            }
+            Some(extra) => overlay.keys[extra as usize].clone(),
+        };
+        let id = match event.checked_sub(graph.len() as EventIx) {
+            None => graph.event_id(event).to_owned(),
+            Some(extra) => overlay.events[extra as usize].clone(),
+        };
+        map.insert(key, id);
     }
-    let roots: Vec<Ix> = state_sets
-        .iter()
-        .flat_map(|set| set.values())
-        .filter_map(|id| graph.id_ix.get(id.as_str()).copied())
-        .collect();
-    graph.load(&roots, &fetch)?;
-    if version.rules.authorization.room_create_event_id_as_room_id {
-        graph.load_room_creates(&fetch)?;
-    }
-    let order = graph.topological_order()?;
+    Ok(map)
+}
 
-    let mut full = graph.auth_difference(&split.members, state_sets.len(), &order);
-    for &event in &split.conflicted {
-        if graph.pdus[event as usize].is_some() {
-            full[event as usize] = true;
+/// Resolves interned state sets (from [`AuthGraph::intern_state`]) against
+/// their graph, into an interned state sorted by key: the fastest way, for
+/// a server that keeps its rooms' states interned.
+pub fn resolve_ix(
+    graph: &AuthGraph,
+    version: &RoomVersion,
+    state_sets: &[IxState],
+) -> Result<IxState, StateResError> {
+    let StateResolutionVersion::V2(rules) = &version.rules.state_res else {
+        let maps: Vec<StateMap> = state_sets.iter().map(|s| graph.state_map(s)).collect();
+        let resolved = resolve_in(graph, version, &maps)?;
+        let mut state: IxState = resolved
+            .iter()
+            .filter_map(|((kind, state_key), id)| {
+                Some((graph.key_ix(kind, state_key)?, graph.event_ix(id)?))
+            })
+            .collect();
+        state.sort_unstable();
+        return Ok(state);
+    };
+    match state_sets {
+        [] => Ok(IxState::new()),
+        [only] => {
+            let mut state = only.clone();
+            state.sort_unstable();
+            Ok(state)
         }
+        _ => resolve_core(graph, version, rules, state_sets, graph.key_count()),
     }
-    if rules.consider_conflicted_state_subgraph {
-        for event in graph.conflicted_subgraph(&split.conflicted) {
-            full[event as usize] = true;
-        }
-    }
-    let full_set: Vec<Ix> = (0..graph.len() as Ix)
-        .filter(|&n| full[n as usize])
-        .collect();
-    let rank = graph.id_ranks(&full_set);
-
-    let power_sorted = graph.sort_power_events(version, &full, &full_set, &rank)?;
-
-    let mut state = vec![NONE; graph.key_names.len()];
-    if !rules.begin_iterative_auth_checks_with_empty_state_map {
-        for &(key, event) in &split.unconflicted {
-            state[key as usize] = event;
-        }
-    }
-    graph.iterative_auth_checks(version, &power_sorted, &mut state);
-
-    let mut in_power = vec![false; graph.len()];
-    for &event in &power_sorted {
-        in_power[event as usize] = true;
-    }
-    let others: Vec<Ix> = full_set
-        .iter()
-        .copied()
-        .filter(|&n| !in_power[n as usize])
-        .collect();
-    let power_levels = graph
-        .key(POWER_LEVELS, "")
-        .map_or(NONE, |key| state[key as usize]);
-    let others = graph.mainline_sort(&others, power_levels, &rank);
-    graph.iterative_auth_checks(version, &others, &mut state);
-
-    for &(key, event) in &split.unconflicted {
-        state[key as usize] = event;
-    }
-    let resolved: Vec<(Ix, Ix)> = state
-        .iter()
-        .enumerate()
-        .filter(|(_, event)| **event != NONE)
-        .map(|(key, event)| (key as Ix, *event))
-        .collect();
-    Ok(graph.state_map(&resolved))
 }
 
 /// Whether an event is a power event: power levels, join rules, create,
@@ -167,322 +202,458 @@ pub fn is_power_event(pdu: &Pdu) -> bool {
     }
 }
 
-/// The state sets split: the unconflicted state and the conflicted events.
-struct Split {
-    unconflicted: Vec<(Ix, Ix)>,
-    conflicted: Vec<Ix>,
-    /// `(event, set)`: which state sets hold each event.
-    members: Vec<(Ix, usize)>,
-}
-
-/// The interned events of one resolution.
-#[derive(Default)]
-struct Graph {
-    id_ix: HashMap<String, Ix>,
-    ids: Vec<String>,
-    pdus: Vec<Option<Arc<Pdu>>>,
-    loaded: Vec<bool>,
-    /// The event's `auth_events` that were given, without duplicates, in order.
-    auth: Vec<Vec<Ix>>,
-    /// The state key of each event, `NONE` for a message or an unknown event.
-    keys: Vec<Ix>,
-    key_ix: HashMap<String, HashMap<String, Ix>>,
-    key_names: Vec<(String, String)>,
-    /// v12: the create event named by each room id.
-    room_creates: HashMap<String, Ix>,
-}
-
-impl Graph {
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn pdu(&self, event: Ix) -> Option<&Pdu> {
-        self.pdus.get(event as usize)?.as_deref()
-    }
-
-    fn intern_event(&mut self, id: &str) -> Result<Ix, StateResError> {
-        if let Some(&ix) = self.id_ix.get(id) {
-            return Ok(ix);
+/// Fetches the state sets' events and every event their `auth_events`
+/// reach (for v12 also the room's create event) into a new graph, auth
+/// events first; fails on a cycle.
+fn load<F>(
+    version: &RoomVersion,
+    state_sets: &[StateMap],
+    fetch: &F,
+) -> Result<AuthGraph, StateResError>
+where
+    F: Fn(&str) -> Option<Arc<Pdu>>,
+{
+    let mut graph = AuthGraph::new();
+    let mut fetched: Vec<Option<(Arc<Pdu>, Vec<EventIx>)>> = Vec::new();
+    let mut visited: Vec<bool> = Vec::new();
+    let mut stack = Vec::new();
+    for set in state_sets {
+        for id in set.values() {
+            stack.push(graph.intern_event(id)?);
         }
-        if self.ids.len() >= RESOLUTION_EVENTS_MAX {
-            return Err(StateResError::TooManyEvents(RESOLUTION_EVENTS_MAX));
-        }
-        let ix = self.ids.len() as Ix;
-        self.id_ix.insert(id.to_owned(), ix);
-        self.ids.push(id.to_owned());
-        self.pdus.push(None);
-        self.loaded.push(false);
-        self.auth.push(Vec::new());
-        self.keys.push(NONE);
-        Ok(ix)
     }
-
-    fn intern_key(&mut self, kind: &str, state_key: &str) -> Ix {
-        if let Some(&ix) = self.key_ix.get(kind).and_then(|keys| keys.get(state_key)) {
-            return ix;
-        }
-        let ix = self.key_names.len() as Ix;
-        self.key_names.push((kind.to_owned(), state_key.to_owned()));
-        self.key_ix
-            .entry(kind.to_owned())
-            .or_default()
-            .insert(state_key.to_owned(), ix);
-        ix
-    }
-
-    fn key(&self, kind: &str, state_key: &str) -> Option<Ix> {
-        self.key_ix.get(kind)?.get(state_key).copied()
-    }
-
-    fn state_map(&self, state: &[(Ix, Ix)]) -> StateMap {
-        state
-            .iter()
-            .map(|&(key, event)| {
-                (
-                    self.key_names[key as usize].clone(),
-                    self.ids[event as usize].clone(),
-                )
-            })
-            .collect()
-    }
-
-    /// Interns the state sets and splits them: a key is unconflicted when
-    /// every set holds it with the same event.
-    fn split(&mut self, state_sets: &[StateMap]) -> Result<Split, StateResError> {
-        let mut per_key: Vec<Vec<(Ix, usize)>> = Vec::new();
-        let mut members = Vec::new();
-        for (set, state) in state_sets.iter().enumerate() {
-            for ((kind, state_key), id) in state {
-                let key = self.intern_key(kind, state_key) as usize;
-                let event = self.intern_event(id)?;
-                members.push((event, set));
-                if per_key.len() <= key {
-                    per_key.resize_with(key + 1, Vec::new);
-                }
-                match per_key[key].iter_mut().find(|(e, _)| *e == event) {
-                    Some((_, count)) => *count += 1,
-                    None => per_key[key].push((event, 1)),
-                }
-            }
-        }
-        let mut unconflicted = Vec::new();
-        let mut conflicted = Vec::new();
-        for (key, events) in per_key.iter().enumerate() {
-            match events.as_slice() {
-                [] => {}
-                [(event, count)] if *count == state_sets.len() => {
-                    unconflicted.push((key as Ix, *event));
-                }
-                _ => conflicted.extend(events.iter().map(|(event, _)| *event)),
-            }
-        }
-        Ok(Split {
-            unconflicted,
-            conflicted,
-            members,
-        })
-    }
-
-    /// Fetches `roots` and every event their `auth_events` reach.
-    fn load<F>(&mut self, roots: &[Ix], fetch: &F) -> Result<(), StateResError>
-    where
-        F: Fn(&str) -> Option<Arc<Pdu>>,
-    {
-        let mut stack = roots.to_vec();
+    let mut rooms_done = false;
+    loop {
         while let Some(event) = stack.pop() {
             let n = event as usize;
-            if self.loaded[n] {
+            if visited.len() <= n {
+                visited.resize(graph.len(), false);
+                fetched.resize_with(graph.len(), || None);
+            }
+            if std::mem::replace(&mut visited[n], true) {
                 continue;
             }
-            self.loaded[n] = true;
-            let Some(pdu) = fetch(&self.ids[n]) else {
+            let Some(pdu) = fetch(graph.id(event)) else {
                 continue;
             };
-            if let Some(state_key) = &pdu.state_key {
-                self.keys[n] = self.intern_key(&pdu.kind, state_key);
-            }
             let mut auth = Vec::with_capacity(pdu.auth_events.len());
             for id in &pdu.auth_events {
-                let auth_event = self.intern_event(id)?;
-                if !auth.contains(&auth_event) {
-                    auth.push(auth_event);
-                }
-                stack.push(auth_event);
+                let a = graph.intern_event(id)?;
+                auth.push(a);
+                stack.push(a);
             }
-            self.auth[n] = auth;
-            self.pdus[n] = Some(pdu);
+            fetched[n] = Some((pdu, auth));
         }
-        // Keep only the auth events that were given.
-        for n in 0..self.len() {
-            let mut auth = std::mem::take(&mut self.auth[n]);
-            auth.retain(|&a| self.pdus[a as usize].is_some());
-            self.auth[n] = auth;
+        if rooms_done || !version.rules.authorization.room_create_event_id_as_room_id {
+            break;
         }
-        Ok(())
-    }
-
-    /// v12: fetches the create event of each room id (`!x` names `$x`).
-    fn load_room_creates<F>(&mut self, fetch: &F) -> Result<(), StateResError>
-    where
-        F: Fn(&str) -> Option<Arc<Pdu>>,
-    {
-        let rooms: Vec<String> = {
-            let mut rooms: Vec<&str> = self
-                .pdus
-                .iter()
-                .flatten()
-                .map(|pdu| pdu.room_id.as_str())
-                .collect();
-            rooms.sort_unstable();
-            rooms.dedup();
-            rooms.into_iter().map(str::to_owned).collect()
-        };
-        for room in rooms {
-            let Some(suffix) = room.strip_prefix('!') else {
-                continue;
-            };
-            let create = self.intern_event(&format!("${suffix}"))?;
-            self.load(&[create], fetch)?;
-            if self
-                .pdu(create)
-                .is_some_and(|pdu| pdu.kind == CREATE && pdu.state_key.as_deref() == Some(""))
-            {
-                self.room_creates.insert(room, create);
-            }
-        }
-        Ok(())
-    }
-
-    /// Every event before the events it cites (Kahn's algorithm over the
-    /// `auth_events` edges); fails on a cycle.
-    fn topological_order(&self) -> Result<Vec<Ix>, StateResError> {
-        let mut citing = vec![0u32; self.len()];
-        for auth in &self.auth {
-            for &a in auth {
-                citing[a as usize] += 1;
-            }
-        }
-        let mut ready: Vec<Ix> = (0..self.len() as Ix)
-            .filter(|&n| citing[n as usize] == 0)
+        // v12: the create event each room id names.
+        rooms_done = true;
+        let mut rooms: Vec<String> = fetched
+            .iter()
+            .flatten()
+            .map(|(pdu, _)| pdu.room_id.clone())
             .collect();
-        let mut order = Vec::with_capacity(self.len());
-        while let Some(event) = ready.pop() {
-            order.push(event);
-            for &a in &self.auth[event as usize] {
+        rooms.sort_unstable();
+        rooms.dedup();
+        for room in rooms {
+            if let Some(suffix) = room.strip_prefix('!') {
+                stack.push(graph.intern_event(&format!("${suffix}"))?);
+            }
+        }
+    }
+    fetched.resize_with(graph.len(), || None);
+
+    // Kahn's algorithm over the fetched events: every event before the
+    // events it cites.
+    let mut citing = vec![0u32; graph.len()];
+    for (_, auth) in fetched.iter().flatten() {
+        for &a in auth {
+            citing[a as usize] += 1;
+        }
+    }
+    let mut ready: Vec<EventIx> = (0..graph.len() as EventIx)
+        .filter(|&n| citing[n as usize] == 0)
+        .collect();
+    let mut order = Vec::with_capacity(graph.len());
+    while let Some(event) = ready.pop() {
+        order.push(event);
+        if let Some((_, auth)) = &fetched[event as usize] {
+            for &a in auth {
                 citing[a as usize] -= 1;
                 if citing[a as usize] == 0 {
                     ready.push(a);
                 }
             }
         }
-        if order.len() < self.len() {
-            let stuck = citing.iter().position(|&c| c > 0).unwrap_or(0);
-            return Err(StateResError::AuthCycle(self.ids[stuck].clone()));
-        }
-        Ok(order)
     }
+    if order.len() < graph.len() {
+        let stuck = citing.iter().position(|&c| c > 0).unwrap_or(0);
+        return Err(StateResError::AuthCycle(
+            graph.id(stuck as EventIx).to_owned(),
+        ));
+    }
+    for &event in order.iter().rev() {
+        if let Some((pdu, auth)) = fetched[event as usize].take() {
+            graph.attach(event, pdu, auth);
+        }
+    }
+    Ok(graph)
+}
 
-    /// The auth difference: the events in some but not every state set's
-    /// auth chain. Each event's set of reaching state sets is computed once,
-    /// as a bit mask pushed from the events citing it (newest first).
-    fn auth_difference(&self, members: &[(Ix, usize)], sets: usize, order: &[Ix]) -> Vec<bool> {
-        let words = sets.div_ceil(64);
-        let mut member = vec![0u64; self.len() * words];
-        for &(event, set) in members {
-            member[event as usize * words + set / 64] |= 1 << (set % 64);
-        }
-        let mut chain = vec![0u64; self.len() * words];
-        for &event in order {
-            let n = event as usize;
-            for &a in &self.auth[n] {
-                let a = a as usize;
-                for w in 0..words {
-                    chain[a * words + w] |= chain[n * words + w] | member[n * words + w];
-                }
+/// Ids and keys of string state sets that the graph does not know: they
+/// get indexes past the graph's.
+#[derive(Default)]
+struct Overlay {
+    events: Vec<String>,
+    event_ix: FxHashMap<String, EventIx>,
+    keys: Vec<(String, String)>,
+    key_ix: FxHashMap<(String, String), KeyIx>,
+}
+
+/// An entry of a state set that the graph does not know.
+struct Miss<'a> {
+    at: usize,
+    kind: &'a str,
+    state_key: &'a str,
+    id: &'a str,
+}
+
+/// A state set's entries as the graph's indexes, with those it does not
+/// know left `NONE` and listed.
+fn lookup<'a>(graph: &AuthGraph, set: &'a StateMap) -> (IxState, Vec<Miss<'a>>) {
+    let mut state = Vec::with_capacity(set.len());
+    let mut misses = Vec::new();
+    for ((kind, state_key), id) in set {
+        match (graph.key_ix(kind, state_key), graph.event_ix(id)) {
+            (Some(key), Some(event)) => state.push((key, event)),
+            _ => {
+                misses.push(Miss {
+                    at: state.len(),
+                    kind,
+                    state_key,
+                    id,
+                });
+                state.push((NONE, NONE));
             }
         }
-        let full_word = |w: usize| {
-            let bits = (sets - w * 64).min(64);
-            if bits == 64 {
-                u64::MAX
-            } else {
-                (1u64 << bits) - 1
-            }
+    }
+    (state, misses)
+}
+
+impl Overlay {
+    /// Interns the state sets (in parallel when they are large).
+    fn intern(&mut self, graph: &AuthGraph, state_sets: &[StateMap]) -> Vec<IxState> {
+        let lookup = |set| lookup(graph, set);
+        let entries: usize = state_sets.iter().map(HashMap::len).sum();
+        let looked_up: Vec<(IxState, Vec<Miss>)> = if entries >= PARALLEL_ENTRIES_MIN {
+            state_sets.par_iter().map(lookup).collect()
+        } else {
+            state_sets.iter().map(lookup).collect()
         };
-        (0..self.len())
-            .map(|n| {
-                let mask = &chain[n * words..(n + 1) * words];
-                mask.iter().any(|&m| m != 0)
-                    && (0..words).any(|w| mask[w] != full_word(w))
-                    && self.pdus[n].is_some()
+        looked_up
+            .into_iter()
+            .map(|(mut state, misses)| {
+                for miss in misses {
+                    let key = graph
+                        .key_ix(miss.kind, miss.state_key)
+                        .unwrap_or_else(|| self.key(graph, miss.kind, miss.state_key));
+                    let event = graph
+                        .event_ix(miss.id)
+                        .unwrap_or_else(|| self.event(graph, miss.id));
+                    state[miss.at] = (key, event);
+                }
+                state
             })
             .collect()
     }
 
-    /// v2.1: the events on an `auth_events` path from one conflicted event
-    /// to another (the conflicted events included).
-    fn conflicted_subgraph(&self, conflicted: &[Ix]) -> Vec<Ix> {
-        let mut below = vec![false; self.len()];
-        let mut stack: Vec<Ix> = conflicted.to_vec();
-        while let Some(event) = stack.pop() {
-            if std::mem::replace(&mut below[event as usize], true) {
-                continue;
-            }
-            stack.extend(&self.auth[event as usize]);
+    fn key(&mut self, graph: &AuthGraph, kind: &str, state_key: &str) -> KeyIx {
+        let next = (graph.key_count() + self.keys.len()) as KeyIx;
+        let key = (kind.to_owned(), state_key.to_owned());
+        *self.key_ix.entry(key.clone()).or_insert_with(|| {
+            self.keys.push(key);
+            next
+        })
+    }
+
+    fn event(&mut self, graph: &AuthGraph, id: &str) -> EventIx {
+        let next = (graph.len() + self.events.len()) as EventIx;
+        *self.event_ix.entry(id.to_owned()).or_insert_with(|| {
+            self.events.push(id.to_owned());
+            next
+        })
+    }
+}
+
+/// The resolution proper, on interned state sets whose keys are below
+/// `key_count`; events past the graph's are absent.
+fn resolve_core(
+    graph: &AuthGraph,
+    version: &RoomVersion,
+    rules: &ruma::room_version_rules::StateResolutionV2Rules,
+    state_sets: &[IxState],
+    key_count: usize,
+) -> Result<IxState, StateResError> {
+    let split = Split::new(state_sets, key_count);
+    if split.conflicted.is_empty() {
+        return Ok(split.unconflicted);
+    }
+    let mut full = auth_difference(graph, &split);
+    full.extend(
+        split
+            .conflicted
+            .iter()
+            .copied()
+            .filter(|&event| graph.pdu(event).is_some()),
+    );
+    if rules.consider_conflicted_state_subgraph {
+        full.extend(conflicted_subgraph(graph, &split.conflicted));
+    }
+    full.sort_unstable();
+    full.dedup();
+    let full = FullSet::new(graph, full);
+
+    let power_sorted = full.sort_power_events(graph, version)?;
+
+    let mut state = vec![NONE; key_count];
+    if !rules.begin_iterative_auth_checks_with_empty_state_map {
+        for &(key, event) in &split.unconflicted {
+            state[key as usize] = event;
         }
-        let mut cited_by: Vec<Vec<Ix>> = vec![Vec::new(); self.len()];
-        for (n, auth) in self.auth.iter().enumerate() {
-            if below[n] {
-                for &a in auth {
-                    cited_by[a as usize].push(n as Ix);
+    }
+    iterative_auth_checks(graph, version, &power_sorted, &mut state);
+
+    let mut in_power = vec![false; full.events.len()];
+    for &event in &power_sorted {
+        if let Some(local) = full.local(event) {
+            in_power[local] = true;
+        }
+    }
+    let others: Vec<EventIx> = full
+        .events
+        .iter()
+        .zip(&in_power)
+        .filter(|(_, power)| !**power)
+        .map(|(&event, _)| event)
+        .collect();
+    let power_levels = graph
+        .key_ix(POWER_LEVELS, "")
+        .map_or(NONE, |key| state[key as usize]);
+    let others = full.mainline_sort(graph, &others, power_levels);
+    iterative_auth_checks(graph, version, &others, &mut state);
+
+    for &(key, event) in &split.unconflicted {
+        state[key as usize] = event;
+    }
+    Ok(state
+        .iter()
+        .enumerate()
+        .filter(|(_, event)| **event != NONE)
+        .map(|(key, event)| (key as KeyIx, *event))
+        .collect())
+}
+
+/// The state sets split: the unconflicted state and the conflicted events.
+struct Split {
+    /// Sorted by key.
+    unconflicted: IxState,
+    /// Sorted, without duplicates.
+    conflicted: Vec<EventIx>,
+    /// Each set's events at conflicted keys.
+    per_set: Vec<Vec<EventIx>>,
+}
+
+impl Split {
+    /// A key is unconflicted when every set holds it with the same event.
+    fn new(state_sets: &[IxState], key_count: usize) -> Self {
+        let sets = state_sets.len() as u32;
+        let mut first = vec![NONE; key_count];
+        let mut agreeing = vec![0u32; key_count];
+        let mut clash = vec![false; key_count];
+        for state in state_sets {
+            for &(key, event) in state {
+                let k = key as usize;
+                if first[k] == NONE {
+                    first[k] = event;
+                } else if first[k] != event {
+                    clash[k] = true;
                 }
+                agreeing[k] += 1;
             }
         }
-        let mut above = vec![false; self.len()];
-        let mut stack: Vec<Ix> = conflicted.to_vec();
-        while let Some(event) = stack.pop() {
-            if std::mem::replace(&mut above[event as usize], true) {
-                continue;
+        let conflicted_key = |k: usize| clash[k] || agreeing[k] < sets;
+        let unconflicted = (0..key_count)
+            .filter(|&k| first[k] != NONE && !conflicted_key(k))
+            .map(|k| (k as KeyIx, first[k]))
+            .collect();
+        let per_set: Vec<Vec<EventIx>> = state_sets
+            .iter()
+            .map(|state| {
+                state
+                    .iter()
+                    .filter(|&&(key, _)| conflicted_key(key as usize))
+                    .map(|&(_, event)| event)
+                    .collect()
+            })
+            .collect();
+        let mut conflicted: Vec<EventIx> = per_set.iter().flatten().copied().collect();
+        conflicted.sort_unstable();
+        conflicted.dedup();
+        Self {
+            unconflicted,
+            conflicted,
+            per_set,
+        }
+    }
+}
+
+/// The auth difference from the chain cover index: per chain, each set's
+/// auth chain holds a prefix (the longest its events reach); the events
+/// between the shortest and the longest prefix are in some auth chains but
+/// not all. A set's prefixes are those of the unconflicted state (shared by
+/// every set, computed once) raised by the set's own conflicted events.
+fn auth_difference(graph: &AuthGraph, split: &Split) -> Vec<EventIx> {
+    let chains = graph.chain_count();
+    // The furthest unconflicted event on each chain reaches at least what
+    // the others on it do.
+    let mut furthest = vec![NONE; chains];
+    for &(_, event) in &split.unconflicted {
+        if let Some((chain, position)) = graph.position(event) {
+            let slot = &mut furthest[chain as usize];
+            if *slot == NONE || position > *slot {
+                *slot = position;
             }
-            stack.extend(&cited_by[event as usize]);
         }
-        (0..self.len() as Ix)
-            .filter(|&n| below[n as usize] && above[n as usize] && self.pdus[n as usize].is_some())
-            .collect()
+    }
+    let reach_of = |from: &[u32]| {
+        let mut reached = vec![0u32; chains];
+        for (chain, &position) in from.iter().enumerate() {
+            if position != NONE {
+                graph.reach_into(chain as u32, position, |to, count| {
+                    let slot = &mut reached[to as usize];
+                    *slot = (*slot).max(count);
+                });
+            }
+        }
+        reached
+    };
+    let threads = rayon::current_num_threads();
+    let shared = if split.unconflicted.len() >= PARALLEL_ENTRIES_MIN && threads > 1 {
+        furthest
+            .par_chunks(chains.div_ceil(threads))
+            .enumerate()
+            .map(|(i, part)| {
+                // `reach_of` indexes chains from 0; shift the part back.
+                let mut from = vec![NONE; i * chains.div_ceil(threads)];
+                from.extend_from_slice(part);
+                reach_of(&from)
+            })
+            .reduce_with(|mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x = (*x).max(y);
+                }
+                a
+            })
+            .unwrap_or_else(|| vec![0; chains])
+    } else {
+        reach_of(&furthest)
+    };
+
+    let own = |events: &Vec<EventIx>| {
+        let mut reached: FxHashMap<u32, u32> = FxHashMap::default();
+        for &event in events {
+            if let Some((chain, position)) = graph.position(event) {
+                graph.reach_into(chain, position, |to, count| {
+                    let slot = reached.entry(to).or_insert(0);
+                    *slot = (*slot).max(count);
+                });
+            }
+        }
+        reached
+    };
+    let per_set: Vec<FxHashMap<u32, u32>> = if split.conflicted.len() >= PARALLEL_EVENTS_MIN {
+        split.per_set.par_iter().map(own).collect()
+    } else {
+        split.per_set.iter().map(own).collect()
+    };
+    let mut touched: Vec<u32> = per_set.iter().flat_map(|m| m.keys().copied()).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let mut difference = Vec::new();
+    for chain in touched {
+        let base = shared[chain as usize];
+        let (mut shortest, mut longest) = (u32::MAX, 0);
+        for reached in &per_set {
+            let prefix = reached.get(&chain).copied().unwrap_or(0).max(base);
+            shortest = shortest.min(prefix);
+            longest = longest.max(prefix);
+        }
+        if shortest < longest {
+            difference.extend_from_slice(graph.chain_events(chain, shortest, longest));
+        }
+    }
+    difference
+}
+
+/// v2.1: the events on an `auth_events` path from one conflicted event
+/// to another (the conflicted events included).
+fn conflicted_subgraph(graph: &AuthGraph, conflicted: &[EventIx]) -> Vec<EventIx> {
+    let mut below: FxHashSet<EventIx> = FxHashSet::default();
+    let mut cited_by: FxHashMap<EventIx, Vec<EventIx>> = FxHashMap::default();
+    let mut stack: Vec<EventIx> = conflicted.to_vec();
+    while let Some(event) = stack.pop() {
+        if !below.insert(event) {
+            continue;
+        }
+        for &a in graph.auth(event) {
+            cited_by.entry(a).or_default().push(event);
+            stack.push(a);
+        }
+    }
+    let mut above: FxHashSet<EventIx> = FxHashSet::default();
+    let mut stack: Vec<EventIx> = conflicted.to_vec();
+    while let Some(event) = stack.pop() {
+        if !above.insert(event) {
+            continue;
+        }
+        stack.extend(cited_by.get(&event).into_iter().flatten());
+    }
+    below
+        .into_iter()
+        .filter(|event| above.contains(event) && graph.pdu(*event).is_some())
+        .collect()
+}
+
+/// A power event's place in the reverse topological power ordering: its
+/// sender's power level (highest first), `origin_server_ts`, its rank by
+/// event id, and its local index.
+type PowerOrder = (Reverse<PowerLevel>, i64, u32, usize);
+
+/// The full conflicted set, sorted, with each event's rank in event id
+/// order (the last tie breaker of both orderings).
+struct FullSet {
+    events: Vec<EventIx>,
+    rank: Vec<u32>,
+}
+
+impl FullSet {
+    fn new(graph: &AuthGraph, events: Vec<EventIx>) -> Self {
+        let mut by_id: Vec<u32> = (0..events.len() as u32).collect();
+        by_id.sort_unstable_by(|&a, &b| {
+            graph
+                .id(events[a as usize])
+                .cmp(graph.id(events[b as usize]))
+        });
+        let mut rank = vec![0; events.len()];
+        for (r, &local) in by_id.iter().enumerate() {
+            rank[local as usize] = r as u32;
+        }
+        Self { events, rank }
     }
 
-    /// The rank of each event of `events` in event id order (the last tie
-    /// breaker of both orderings); `NONE` for the others.
-    fn id_ranks(&self, events: &[Ix]) -> Vec<Ix> {
-        let mut sorted = events.to_vec();
-        sorted.sort_unstable_by(|a, b| self.ids[*a as usize].cmp(&self.ids[*b as usize]));
-        let mut rank = vec![NONE; self.len()];
-        for (r, &event) in sorted.iter().enumerate() {
-            rank[event as usize] = r as Ix;
-        }
-        rank
-    }
-
-    /// The create event an event is checked with: from v12 the one its
-    /// room id names, before it the one among its auth events.
-    fn create_for(&self, version: &RoomVersion, event: Ix) -> Option<Ix> {
-        let pdu = self.pdu(event)?;
-        if version.rules.authorization.room_create_event_id_as_room_id {
-            return self.room_creates.get(&pdu.room_id).copied();
-        }
-        self.auth[event as usize].iter().copied().find(|&a| {
-            self.pdu(a)
-                .is_some_and(|p| p.kind == CREATE && p.state_key.as_deref() == Some(""))
-        })
-    }
-
-    /// The first `m.room.power_levels` among an event's auth events.
-    fn power_levels_of(&self, event: Ix) -> Option<Ix> {
-        self.auth[event as usize].iter().copied().find(|&a| {
-            self.pdu(a)
-                .is_some_and(|p| p.kind == POWER_LEVELS && p.state_key.as_deref() == Some(""))
-        })
+    fn local(&self, event: EventIx) -> Option<usize> {
+        self.events.binary_search(&event).ok()
     }
 
     /// The power events of the full conflicted set with their auth events
@@ -492,177 +663,228 @@ impl Graph {
     /// `origin_server_ts`, then the smallest event id.
     fn sort_power_events(
         &self,
+        graph: &AuthGraph,
         version: &RoomVersion,
-        full: &[bool],
-        full_set: &[Ix],
-        rank: &[Ix],
-    ) -> Result<Vec<Ix>, StateResError> {
-        let mut in_x = vec![false; self.len()];
+    ) -> Result<Vec<EventIx>, StateResError> {
+        let len = self.events.len();
+        let mut in_x = vec![false; len];
         let mut x = Vec::new();
-        let mut stack: Vec<Ix> = full_set
-            .iter()
-            .copied()
-            .filter(|&n| self.pdu(n).is_some_and(is_power_event))
+        let mut stack: Vec<usize> = (0..len)
+            .filter(|&l| graph.pdu(self.events[l]).is_some_and(is_power_event))
             .collect();
-        while let Some(event) = stack.pop() {
-            if std::mem::replace(&mut in_x[event as usize], true) {
+        while let Some(local) = stack.pop() {
+            if std::mem::replace(&mut in_x[local], true) {
                 continue;
             }
-            x.push(event);
-            for &a in &self.auth[event as usize] {
-                if full[a as usize] && !in_x[a as usize] {
+            x.push(local);
+            for &a in graph.auth(self.events[local]) {
+                if let Some(a) = self.local(a)
+                    && !in_x[a]
+                {
                     stack.push(a);
                 }
             }
         }
-        let mut waiting = vec![0u32; self.len()];
-        let mut cited_by: HashMap<Ix, Vec<Ix>> = HashMap::new();
-        for &event in &x {
-            for &a in &self.auth[event as usize] {
-                if in_x[a as usize] {
-                    waiting[event as usize] += 1;
-                    cited_by.entry(a).or_default().push(event);
+        let mut waiting = vec![0u32; len];
+        let mut cited_by: Vec<Vec<usize>> = vec![Vec::new(); len];
+        for &local in &x {
+            for &a in graph.auth(self.events[local]) {
+                if let Some(a) = self.local(a)
+                    && in_x[a]
+                {
+                    waiting[local] += 1;
+                    cited_by[a].push(local);
                 }
             }
         }
-        let tie_breaker = |event: Ix| {
-            let level = self.sender_level(version, event);
-            let ts = self.pdu(event).map_or(0, |p| p.origin_server_ts);
-            Reverse((Reverse(level), ts, rank[event as usize], event))
+        let tie_breaker = |local: usize| {
+            let event = self.events[local];
+            let level = sender_level(graph, version, event);
+            let ts = graph.pdu(event).map_or(0, |p| p.origin_server_ts);
+            (Reverse(level), ts, self.rank[local], local)
         };
+        let mut keys: Vec<Option<PowerOrder>> = vec![None; len];
+        let computed: Vec<_> = if x.len() >= PARALLEL_EVENTS_MIN {
+            x.par_iter().map(|&l| tie_breaker(l)).collect()
+        } else {
+            x.iter().map(|&l| tie_breaker(l)).collect()
+        };
+        for key in computed {
+            keys[key.3] = Some(key);
+        }
         let mut heap: BinaryHeap<_> = x
             .iter()
-            .copied()
-            .filter(|&n| waiting[n as usize] == 0)
-            .map(tie_breaker)
+            .filter(|&&l| waiting[l] == 0)
+            .filter_map(|&l| keys[l].map(Reverse))
             .collect();
         let mut sorted = Vec::with_capacity(x.len());
-        while let Some(Reverse((_, _, _, event))) = heap.pop() {
-            sorted.push(event);
-            for &parent in cited_by.get(&event).into_iter().flatten() {
-                waiting[parent as usize] -= 1;
-                if waiting[parent as usize] == 0 {
-                    heap.push(tie_breaker(parent));
+        while let Some(Reverse((_, _, _, local))) = heap.pop() {
+            sorted.push(self.events[local]);
+            for &parent in &cited_by[local] {
+                waiting[parent] -= 1;
+                if waiting[parent] == 0
+                    && let Some(key) = keys[parent]
+                {
+                    heap.push(Reverse(key));
                 }
             }
         }
         if sorted.len() < x.len() {
             let stuck = x
                 .iter()
-                .find(|&&n| waiting[n as usize] > 0)
-                .map_or(String::new(), |&n| self.ids[n as usize].clone());
+                .find(|&&l| waiting[l] > 0)
+                .map_or(String::new(), |&l| graph.id(self.events[l]).to_owned());
             return Err(StateResError::AuthCycle(stuck));
         }
         Ok(sorted)
-    }
-
-    /// The sender's power level as the event's auth events give it.
-    fn sender_level(&self, version: &RoomVersion, event: Ix) -> PowerLevel {
-        let Some(pdu) = self.pdu(event) else {
-            return PowerLevel::Int(0);
-        };
-        let mut view = AuthView::default();
-        if let Some(create) = self.create_for(version, event).and_then(|c| self.pdu(c)) {
-            view.set(create);
-        }
-        if let Some(levels) = self.power_levels_of(event).and_then(|p| self.pdu(p)) {
-            view.set(levels);
-        }
-        user_power_level(version, &view, &pdu.sender)
-    }
-
-    /// Checks `events` in order against the partially resolved `state`
-    /// (its entries for the event's auth types laid over the event's own
-    /// auth events); those allowed join it.
-    fn iterative_auth_checks(&self, version: &RoomVersion, events: &[Ix], state: &mut [Ix]) {
-        for &event in events {
-            let Some(pdu) = self.pdu(event) else { continue };
-            let key = self.keys[event as usize];
-            if key == NONE {
-                continue;
-            }
-            // There are no state-dependent rules for a create event.
-            if pdu.kind != CREATE {
-                let mut view = AuthView::default();
-                for &a in &self.auth[event as usize] {
-                    if let Some(auth) = self.pdu(a) {
-                        view.set(auth);
-                    }
-                }
-                if version.rules.authorization.room_create_event_id_as_room_id
-                    && let Some(create) = self.create_for(version, event).and_then(|c| self.pdu(c))
-                {
-                    view.set(create);
-                }
-                let auth_types = auth_types_for_event(
-                    version,
-                    &pdu.kind,
-                    &pdu.sender,
-                    pdu.state_key.as_deref(),
-                    &pdu.content,
-                );
-                for (kind, state_key) in &auth_types {
-                    if let Some(current) = self
-                        .key(kind, state_key)
-                        .and_then(|k| state.get(k as usize).copied())
-                        .filter(|&e| e != NONE)
-                        .and_then(|e| self.pdu(e))
-                    {
-                        view.set(current);
-                    }
-                }
-                if check_auth(version, pdu, &view).is_err() {
-                    continue;
-                }
-            }
-            if let Some(slot) = state.get_mut(key as usize) {
-                *slot = event;
-            }
-        }
     }
 
     /// `events` in mainline order: by the position of their closest
     /// mainline event (the chain of power levels from `power_levels`
     /// through their own power levels auth events, oldest first; 0 for
     /// none), then `origin_server_ts`, then event id.
-    fn mainline_sort(&self, events: &[Ix], power_levels: Ix, rank: &[Ix]) -> Vec<Ix> {
+    fn mainline_sort(
+        &self,
+        graph: &AuthGraph,
+        events: &[EventIx],
+        power_levels: EventIx,
+    ) -> Vec<EventIx> {
         let mut mainline = Vec::new();
-        let mut on_mainline = vec![false; self.len()];
         let mut current = (power_levels != NONE).then_some(power_levels);
         while let Some(event) = current {
-            if std::mem::replace(&mut on_mainline[event as usize], true) {
+            if mainline.contains(&event) {
                 break;
             }
             mainline.push(event);
-            current = self.power_levels_of(event);
+            current = power_levels_of(graph, event);
         }
-        let mut position = vec![NONE; self.len()];
-        for (i, &event) in mainline.iter().enumerate() {
-            position[event as usize] = (mainline.len() - i) as Ix;
-        }
+        let mut position: FxHashMap<EventIx, u32> = mainline
+            .iter()
+            .enumerate()
+            .map(|(i, &event)| (event, (mainline.len() - i) as u32))
+            .collect();
         let mut path = Vec::new();
-        let mut keyed: Vec<(Ix, i64, Ix, Ix)> = events
+        let mut keyed: Vec<(u32, i64, u32, EventIx)> = events
             .iter()
             .map(|&event| {
                 let mut current = Some(event);
                 let mut found = 0;
                 while let Some(n) = current {
-                    if position[n as usize] != NONE {
-                        found = position[n as usize];
+                    if let Some(&p) = position.get(&n) {
+                        found = p;
+                        break;
+                    }
+                    if path.contains(&n) {
                         break;
                     }
                     path.push(n);
-                    current = self.power_levels_of(n);
+                    current = power_levels_of(graph, n);
                 }
                 for n in path.drain(..) {
-                    position[n as usize] = found;
+                    position.insert(n, found);
                 }
-                let ts = self.pdu(event).map_or(0, |p| p.origin_server_ts);
-                (found, ts, rank[event as usize], event)
+                let ts = graph.pdu(event).map_or(0, |p| p.origin_server_ts);
+                let rank = self.local(event).map_or(NONE, |l| self.rank[l]);
+                (found, ts, rank, event)
             })
             .collect();
         keyed.sort_unstable();
         keyed.into_iter().map(|(_, _, _, event)| event).collect()
+    }
+}
+
+/// The create event an event is checked with: from v12 the one its
+/// room id names, before it the one among its auth events.
+fn create_for(graph: &AuthGraph, version: &RoomVersion, event: EventIx) -> Option<EventIx> {
+    let pdu = graph.pdu(event)?;
+    if version.rules.authorization.room_create_event_id_as_room_id {
+        return graph.room_create(&pdu.room_id);
+    }
+    graph.auth(event).iter().copied().find(|&a| {
+        graph
+            .pdu(a)
+            .is_some_and(|p| p.kind == CREATE && p.state_key.as_deref() == Some(""))
+    })
+}
+
+/// The first `m.room.power_levels` among an event's auth events.
+fn power_levels_of(graph: &AuthGraph, event: EventIx) -> Option<EventIx> {
+    graph.auth(event).iter().copied().find(|&a| {
+        graph
+            .pdu(a)
+            .is_some_and(|p| p.kind == POWER_LEVELS && p.state_key.as_deref() == Some(""))
+    })
+}
+
+/// The sender's power level as the event's auth events give it.
+fn sender_level(graph: &AuthGraph, version: &RoomVersion, event: EventIx) -> PowerLevel {
+    let Some(pdu) = graph.pdu(event) else {
+        return PowerLevel::Int(0);
+    };
+    let mut view = AuthView::default();
+    if let Some(create) = create_for(graph, version, event).and_then(|c| graph.pdu(c)) {
+        view.set(create);
+    }
+    if let Some(levels) = power_levels_of(graph, event).and_then(|p| graph.pdu(p)) {
+        view.set(levels);
+    }
+    user_power_level(version, &view, &pdu.sender)
+}
+
+/// Checks `events` in order against the partially resolved `state` (its
+/// entries for the event's auth types laid over the event's own auth
+/// events); those allowed join it.
+fn iterative_auth_checks(
+    graph: &AuthGraph,
+    version: &RoomVersion,
+    events: &[EventIx],
+    state: &mut [EventIx],
+) {
+    for &event in events {
+        let Some(pdu) = graph.pdu(event) else {
+            continue;
+        };
+        let key = graph.key_of(event);
+        if key == NONE {
+            continue;
+        }
+        // There are no state-dependent rules for a create event.
+        if pdu.kind != CREATE {
+            let mut view = AuthView::default();
+            for &a in graph.auth(event) {
+                if let Some(auth) = graph.pdu(a) {
+                    view.set(auth);
+                }
+            }
+            if version.rules.authorization.room_create_event_id_as_room_id
+                && let Some(create) = create_for(graph, version, event).and_then(|c| graph.pdu(c))
+            {
+                view.set(create);
+            }
+            let auth_types = auth_types_for_event(
+                version,
+                &pdu.kind,
+                &pdu.sender,
+                pdu.state_key.as_deref(),
+                &pdu.content,
+            );
+            for (kind, state_key) in &auth_types {
+                if let Some(current) = graph
+                    .key_ix(kind, state_key)
+                    .and_then(|k| state.get(k as usize).copied())
+                    .filter(|&e| e != NONE)
+                    .and_then(|e| graph.pdu(e))
+                {
+                    view.set(current);
+                }
+            }
+            if check_auth(version, pdu, &view).is_err() {
+                continue;
+            }
+        }
+        if let Some(slot) = state.get_mut(key as usize) {
+            *slot = event;
+        }
     }
 }
 
@@ -1033,17 +1255,6 @@ mod tests {
             resolve(&room.version, &[], |_: &str| None)
                 .unwrap()
                 .is_empty()
-        );
-    }
-
-    #[test]
-    fn room_version_1_is_refused() {
-        let version = RoomVersion::parse("1").unwrap();
-        assert_eq!(
-            resolve(&version, &[StateMap::new(), StateMap::new()], |_: &str| {
-                None
-            }),
-            Err(StateResError::UnsupportedVersion("1"))
         );
     }
 

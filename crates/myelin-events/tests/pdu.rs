@@ -10,7 +10,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use common::*;
 use myelin_events::pdu::{ID_LENGTH_MAX, PDU_SIZE_MAX, check_canonical};
 use myelin_events::redaction::redact;
-use myelin_events::{EventError, Pdu, RoomVersion, build_pdu, verify_pdu};
+use myelin_events::{EventError, Pdu, RoomVersion, build_pdu, verify_pdu, verify_pdus};
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -534,6 +534,36 @@ fn built_events_verify_and_tampered_ones_do_not() {
             Err(EventError::ContentHashMismatch)
         );
     }
+}
+
+#[test]
+fn a_batch_verifies_each_pdu_in_order() {
+    let version = RoomVersion::parse("11").unwrap();
+    let mut batch: Vec<_> = (0..40)
+        .map(|i| {
+            message(&version, json!({"body": format!("m{i}")}))
+                .unwrap()
+                .json
+        })
+        .collect();
+    batch[7].insert(
+        "content".into(),
+        serde_json::from_value(json!({"body": "forged"})).unwrap(),
+    );
+    batch[23].insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(5_u32.into()),
+    );
+    let results = verify_pdus(&version, &batch, &public_keys());
+    assert_eq!(results.len(), 40);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            7 => assert_eq!(result, &Err(EventError::ContentHashMismatch)),
+            23 => assert!(matches!(result, Err(EventError::Unverified(_)))),
+            _ => assert_eq!(result, &Ok(()), "pdu {i}"),
+        }
+    }
+    assert!(verify_pdus(&version, &[], &public_keys()).is_empty());
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use common::ruma_pdu::RumaPdu;
 use common::*;
-use myelin_events::state_res::{StateMap, resolve};
+use myelin_events::state_res::{AuthGraph, StateMap, resolve, resolve_in, resolve_ix};
 use myelin_events::{Pdu, PduTemplate, RoomVersion, StateView, auth_types_for_event, build_pdu};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -78,6 +78,9 @@ struct Generator {
     rng: StdRng,
     room_id: Option<String>,
     events: HashMap<String, Arc<Pdu>>,
+    /// The room's graph, extended as events are accepted (as a server
+    /// keeps it): it holds every branch's events, not only the sets'.
+    graph: AuthGraph,
     ruma_events: HashMap<OwnedEventId, Arc<RumaPdu>>,
     resolutions: usize,
     /// v12: Bob is an additional creator (and so never in `users`).
@@ -103,6 +106,7 @@ impl Generator {
             rng,
             room_id: None,
             events: HashMap::new(),
+            graph: AuthGraph::new(),
             ruma_events: HashMap::new(),
             resolutions: 0,
             joins_without_join_rules: 0,
@@ -125,6 +129,7 @@ impl Generator {
             Arc::new(RumaPdu::from(&*pdu)),
         );
         self.events.insert(pdu.event_id.clone(), pdu.clone());
+        self.graph.insert(pdu.clone()).unwrap();
         pdu
     }
 
@@ -466,6 +471,28 @@ impl Generator {
         })
         .unwrap_or_else(|e| panic!("seed {} v{}: ours fails: {e}", self.seed, self.version.id));
         self.ours_time += started.elapsed();
+        let context = || format!("seed {} v{} round {round}", self.seed, self.version.id);
+        let kept = resolve_in(&self.graph, &self.version, &sets)
+            .unwrap_or_else(|e| panic!("{}: resolve_in fails: {e}", context()));
+        assert_eq!(
+            kept,
+            ours,
+            "{}: resolve_in on the room's graph differs",
+            context()
+        );
+        let mut graph = self.graph.clone();
+        let interned: Vec<_> = sets
+            .iter()
+            .map(|s| graph.intern_state(s).unwrap())
+            .collect();
+        let resolved = resolve_ix(&graph, &self.version, &interned)
+            .unwrap_or_else(|e| panic!("{}: resolve_ix fails: {e}", context()));
+        assert_eq!(
+            graph.state_map(&resolved),
+            ours,
+            "{}: resolve_ix differs",
+            context()
+        );
         let started = std::time::Instant::now();
         let theirs = self.ruma_resolve(&sets);
         self.ruma_time += started.elapsed();

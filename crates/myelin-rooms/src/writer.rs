@@ -9,7 +9,9 @@ use myelin_events::{
     EventError, Pdu, PduTemplate, RoomVersion, auth_types_for_event, build_pdu, check_auth,
 };
 use myelin_storage::rooms::PERSIST_BATCH_MAX;
-use myelin_storage::{DynStorage, EventStatus, NewEvent, RoomRecord, StorageError, Stream, TxnKey};
+use myelin_storage::{
+    DynStorage, EventStatus, NewEvent, RoomRecord, StateBefore, StorageError, Stream, TxnKey,
+};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -18,7 +20,12 @@ use tokio::sync::{Mutex as AsyncMutex, oneshot};
 use crate::create::{self, CreateRoomRequest};
 use crate::notifier::Notifier;
 use crate::push::PushRules;
+use crate::state_res::StateResolver;
 use crate::stream::StreamTracker;
+
+mod accept;
+
+pub use accept::{ACCEPT_BATCH_MAX, AcceptedPdu};
 
 /// `prev_events` of a new event at most (the newest extremities win).
 const PREV_EVENTS_MAX: usize = 10;
@@ -57,6 +64,13 @@ pub trait RoomWriter: Send + Sync {
     /// Creates, authorizes and persists one event. A repeated `txn` returns
     /// the event it first produced.
     async fn send(&self, room_id: &str, event: SendEvent) -> MatrixResult<SentEvent>;
+    /// Accepts PDUs of one room from other servers, whose signatures and
+    /// hashes federation has checked: see [`LocalRoomWriter::accept_pdus`].
+    async fn accept_pdus(
+        &self,
+        room_id: &str,
+        pdus: Vec<Pdu>,
+    ) -> Vec<(String, MatrixResult<AcceptedPdu>)>;
 }
 
 /// What the writer keeps of a room between writes.
@@ -114,6 +128,7 @@ pub struct LocalRoomWriter {
     notifier: Arc<Notifier>,
     push: PushRules,
     rooms: Mutex<HashMap<String, Arc<RoomSlot>>>,
+    resolver: Arc<StateResolver>,
 }
 
 impl LocalRoomWriter {
@@ -140,7 +155,20 @@ impl LocalRoomWriter {
             notifier: Arc::new(Notifier::new()),
             push: PushRules::default(),
             rooms: Mutex::new(HashMap::new()),
+            resolver: Arc::new(StateResolver::new()),
         })
+    }
+
+    /// The same writer resolving state on `resolver` (e.g. one pool shared
+    /// with other components).
+    pub fn with_state_resolver(mut self, resolver: Arc<StateResolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// The pool state resolution runs on, and its per-room costs.
+    pub fn state_resolver(&self) -> &Arc<StateResolver> {
+        &self.resolver
     }
 
     /// The event stream's tracker (readers read up to its watermark).
@@ -359,6 +387,8 @@ impl LocalRoomWriter {
                     slot_epoch: 0,
                     push_actions: b.push_actions.clone(),
                     status: EventStatus::Normal,
+                    state_before: StateBefore::Current,
+                    new_head: None,
                 })
                 .collect();
             let result = self.storage.persist_events(new).await;
@@ -709,5 +739,13 @@ impl RoomWriter for LocalRoomWriter {
             }
             self.drain(&slot, &mut head, room_id).await;
         }
+    }
+
+    async fn accept_pdus(
+        &self,
+        room_id: &str,
+        pdus: Vec<Pdu>,
+    ) -> Vec<(String, MatrixResult<AcceptedPdu>)> {
+        LocalRoomWriter::accept_pdus(self, room_id, pdus).await
     }
 }

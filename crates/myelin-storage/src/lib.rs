@@ -38,9 +38,9 @@ pub use relations::{
     RelationAggregations, RelationRef, RelationStore, RelationsQuery, ThreadRoot, ThreadSummary,
 };
 pub use rooms::{
-    AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
-    RoomMember, RoomRecord, RoomStore, StateEntry, StoredEvent, Stream, TopoPos, TxnKey,
-    UserMembership,
+    AccountDataChange, Direction, EventStatus, NewEvent, NewHead, PersistedEvent, Receipt,
+    RoomAlias, RoomMember, RoomRecord, RoomStore, StateBefore, StateEntry, StoredEvent, Stream,
+    TopoPos, TxnKey, UserMembership,
 };
 pub use search::{SearchHit, SearchKey, SearchOrder, SearchPage, SearchQuery, SearchStore};
 pub use to_device::{ToDeviceMessage, ToDeviceRecipient, ToDeviceStore};

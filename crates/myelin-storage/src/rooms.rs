@@ -16,6 +16,16 @@
 //! - Every event row records the slot epoch it was written under (cluster
 //!   fencing; 0 on a single node), and a status (normal, outlier, rejected,
 //!   soft-failed) so federation needs no schema rewrite.
+//! - A local event's state before it is the room's current state. An event
+//!   from another server may fork the DAG: its caller gives its state before
+//!   ([`StateBefore`]: the state after its one prev event, or a resolved
+//!   state written as a delta over the state after its first prev event)
+//!   and what the room's head becomes ([`NewHead`]: the forward
+//!   extremities, and the resolution of their states as current state).
+//!   A delta entry with `event_nid` 0 removes a key (resolution may drop one).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -105,6 +115,50 @@ pub struct TxnKey {
     pub txn_id: String,
 }
 
+/// A room state: `(type, state_key)` to event id (the shape of
+/// `myelin_events::StateMap`).
+pub type StateMap = HashMap<(String, String), String>;
+
+/// Where the state before an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateBefore {
+    /// The room's current state: a local event built on the room's head.
+    #[default]
+    Current,
+    /// The state after another event of the room (an event with one prev
+    /// event). `Backend` error if that event is unknown or has no state
+    /// (an outlier).
+    AfterEvent(String),
+    /// A state the caller computed (the resolution of the states after the
+    /// event's prev events), stored as a delta over the state after `base`
+    /// (its first prev event; the same snapshot if nothing differs), keys
+    /// missing from `state` removed. Every event of `state` must be an
+    /// event of the room whose `(type, state_key)` is its key.
+    Resolved { base: String, state: Arc<StateMap> },
+}
+
+impl StateBefore {
+    /// Whether the caller gave the state (not the room's current state).
+    pub fn is_given(&self) -> bool {
+        !matches!(self, Self::Current)
+    }
+}
+
+/// What the room's head becomes with an event whose state was given:
+/// its forward extremities and current state are replaced, the current
+/// state table and the memberships follow the change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewHead {
+    /// Every forward extremity of the room after the event (events of the
+    /// room; `Backend` error otherwise).
+    pub extremities: Vec<String>,
+    /// `None`: the room's current state becomes the state after the event.
+    /// `Some`: a resolved state (after a merge: the resolution of the
+    /// extremities' states), stored as a delta over the state after the
+    /// event.
+    pub resolved_state: Option<Arc<StateMap>>,
+}
+
 /// An event to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -133,6 +187,16 @@ pub struct NewEvent {
     /// The members' push rule outcomes that notify or highlight (see
     /// [`crate::push`]), stored in the event's transaction.
     pub push_actions: Vec<crate::PushAction>,
+    /// The state before the event. With a given state, a `Normal` or
+    /// `SoftFailed` state event makes a snapshot after it (the state before
+    /// plus itself: later events may cite it as a prev event); a `Rejected`
+    /// one's state after is its state before.
+    pub state_before: StateBefore,
+    /// `Some`: the room's head after the event, applied whatever its status
+    /// (the caller decides). `None`: a `Normal` event moves the room's
+    /// current state and extremities itself (a local event on the head);
+    /// a `Normal` event with a given state must say what the head becomes.
+    pub new_head: Option<NewHead>,
 }
 
 /// What persisting produced.
@@ -279,13 +343,15 @@ pub trait RoomStore: Send + Sync {
 
     /// Persists one event in ONE transaction: the event id locator and row;
     /// for a `Normal` event the state snapshots (before = the room's current
-    /// snapshot; a state event makes a new snapshot after it, a delta on
-    /// that base, full once the chain reaches [`STATE_CHAIN_LENGTH_MAX`]),
-    /// the room's current state, the membership of `state_key` for
-    /// `m.room.member`, the forward extremities (minus `prev_events`, plus
-    /// this event), the transaction id, and the redaction mark on `redacts`'s
-    /// target when it is in the same room. `Conflict` if the event id or the
-    /// transaction exists.
+    /// snapshot, or [`NewEvent::state_before`] when given; a state event
+    /// makes a new snapshot after it, a delta on that base, full once the
+    /// chain reaches [`STATE_CHAIN_LENGTH_MAX`]), the room's current state,
+    /// the membership of `state_key` for `m.room.member`, the forward
+    /// extremities (minus `prev_events`, plus this event) — or, with
+    /// [`NewEvent::new_head`], the head it names, with the current state
+    /// and memberships changed to match — the transaction id, and the
+    /// redaction mark on `redacts`'s target when it is in the same room.
+    /// `Conflict` if the event id or the transaction exists.
     async fn persist_event(&self, event: NewEvent) -> StorageResult<PersistedEvent>;
 
     /// Persists several events of ONE room, in order, in ONE transaction
@@ -404,6 +470,83 @@ pub trait RoomStore: Send + Sync {
         after: i64,
         upto: i64,
     ) -> StorageResult<Vec<AccountDataChange>>;
+}
+
+/// Checks what an event says of its state: a `Normal` event with a given
+/// state before must name the room's new head.
+pub(crate) fn check_state_of(event: &NewEvent) -> StorageResult<()> {
+    if event.status == EventStatus::Normal
+        && event.state_before.is_given()
+        && event.new_head.is_none()
+    {
+        return Err(crate::StorageError::Backend(format!(
+            "event {} has a given state before it but no new room head",
+            event.event_id
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a state or head naming an event the room does not have.
+pub(crate) fn unknown_state_event(event_id: &str, why: &str) -> crate::StorageError {
+    crate::StorageError::Backend(format!("state event {event_id}: {why}"))
+}
+
+/// The entries of a snapshot to write for `state` over `base` (`(state_key_nid,
+/// event_nid)` pairs, sorted): `None` if they are equal; the changed pairs
+/// and removals (`event_nid` 0) for a delta, or every pair of `state` for a
+/// full snapshot (`true`) when there is no base, its chain is at its limit,
+/// or the change is larger than half the state.
+pub(crate) fn snapshot_entries(
+    base: Option<(&HashMap<i64, i64>, i64)>,
+    state: &HashMap<i64, i64>,
+) -> Option<(Vec<(i64, i64)>, bool)> {
+    let full = || {
+        let mut all: Vec<(i64, i64)> = state.iter().map(|(k, e)| (*k, *e)).collect();
+        all.sort_unstable();
+        all
+    };
+    let Some((base, chain_length)) = base else {
+        return Some((full(), true));
+    };
+    let mut delta: Vec<(i64, i64)> = state
+        .iter()
+        .filter(|(k, e)| base.get(k) != Some(e))
+        .map(|(k, e)| (*k, *e))
+        .chain(
+            base.keys()
+                .filter(|k| !state.contains_key(k))
+                .map(|k| (*k, 0)),
+        )
+        .collect();
+    if delta.is_empty() {
+        return None;
+    }
+    if chain_length >= STATE_CHAIN_LENGTH_MAX || delta.len() > state.len() / 2 + 1 {
+        return Some((full(), true));
+    }
+    delta.sort_unstable();
+    Some((delta, false))
+}
+
+/// The changes from the current state `old` to `new` (`state_key_nid →
+/// event_nid`): `(state_key_nid, Some(event_nid))` set, `None` removed.
+pub(crate) fn state_changes(
+    old: &HashMap<i64, i64>,
+    new: &HashMap<i64, i64>,
+) -> Vec<(i64, Option<i64>)> {
+    let mut changes: Vec<(i64, Option<i64>)> = new
+        .iter()
+        .filter(|(k, e)| old.get(k) != Some(e))
+        .map(|(k, e)| (*k, Some(*e)))
+        .chain(
+            old.keys()
+                .filter(|k| !new.contains_key(k))
+                .map(|k| (*k, None)),
+        )
+        .collect();
+    changes.sort_unstable();
+    changes
 }
 
 /// Checks a [`RoomStore::persist_events`] batch: bounded, one room.

@@ -12,9 +12,10 @@ use common::TestDb;
 use myelin_storage::rooms::STATE_CHAIN_LENGTH_MAX;
 use myelin_storage::search::search_words;
 use myelin_storage::{
-    DehydratedDevice, Direction, DynStorage, EventStatus, NewEvent, NewSession, NewUser,
+    DehydratedDevice, Direction, DynStorage, EventStatus, NewEvent, NewHead, NewSession, NewUser,
     OpenOptions, PersistedEvent, Receipt, RegistrationToken, RelationsQuery, RoomAlias, RoomMember,
-    StorageError, StoredEvent, Stream, TopoPos, TxnKey, UiaSession, UserMembership,
+    StateBefore, StorageError, StorageResult, StoredEvent, Stream, TopoPos, TxnKey, UiaSession,
+    UserMembership,
 };
 use myelin_storage::{MediaContent, MediaRecord, MediaThumbnail};
 use myelin_storage::{PushAction, Pusher, SearchKey, SearchOrder, SearchPage, SearchQuery};
@@ -76,6 +77,8 @@ contract! {
         concurrent_writes_all_succeed,
         closed_storage_fails_cleanly,
         room_create_get_and_conflict,
+        given_state_refuses_bad_references_and_writes_nothing,
+        given_state_soft_failed_and_rejected_keep_the_head,
         stream_positions_increase,
         max_stream_pos_counts_written_positions,
         persist_events_is_all_or_nothing,
@@ -127,6 +130,7 @@ contract! {
         migrate_false_refuses_pending_migrations,
         account_data_stream_id_increases,
         state_chains_longer_than_the_max_resolve,
+        given_state_forks_merges_and_removes,
     ],
 }
 
@@ -1666,6 +1670,8 @@ impl TestRoom {
             slot_epoch: 0,
             push_actions: Vec::new(),
             status: EventStatus::Normal,
+            state_before: StateBefore::Current,
+            new_head: None,
         }
     }
 
@@ -5203,4 +5209,322 @@ async fn media_create_complete_and_thumbnails(store: DynStorage) {
     let all: Vec<String> = first.into_iter().chain(rest).collect();
     let expected: Vec<String> = "abcd".chars().map(|c| c.to_string().repeat(64)).collect();
     assert_eq!(all, expected);
+}
+
+// ------------------------------------------------- states given by the caller
+
+/// A state map as [`StateBefore::Resolved`] and [`NewHead`] take it.
+fn given(state: &StateMap) -> Arc<std::collections::HashMap<(String, String), String>> {
+    Arc::new(state.clone().into_iter().collect())
+}
+
+/// A member event of `room` with a state given by the caller.
+fn forked_member(room: &TestRoom, event_id: &str, user_id: &str, prev: &[&str]) -> NewEvent {
+    let mut event = room.event(event_id, "m.room.member", Some(user_id));
+    event.sender = user_id.to_owned();
+    event.membership = Some("join".to_owned());
+    event.prev_events = prev.iter().map(|p| (*p).to_owned()).collect();
+    event
+}
+
+async fn persist_at_next_pos(
+    store: &DynStorage,
+    mut event: NewEvent,
+) -> StorageResult<PersistedEvent> {
+    event.stream_pos = store
+        .next_stream_pos(Stream::Events)
+        .await
+        .expect("next_stream_pos");
+    store.persist_event(event).await
+}
+
+/// An event from another server forks the DAG from an earlier event: its
+/// state before is the state after its prev event (the same snapshot), the
+/// head becomes the caller's (two extremities, a resolved current state,
+/// memberships following it); a merge event's resolved state before is a
+/// small delta over its first prev event's state; a resolved state may drop
+/// keys, which the current state and memberships then lose.
+async fn given_state_forks_merges_and_removes(db: Arc<TestDb>) {
+    let (store, _) = db.open(&OpenOptions::default()).await.expect("open");
+    let mut room = TestRoom::create(&store, "!fork:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.member("$alice", "@alice:test", "join").await;
+    let name = room.state("$name", "m.room.name", "").await;
+    let topic = room.state("$topic", "m.room.topic", "").await;
+    let at_name = state_map(&store, name.state_after_nid).await;
+    let at_topic = state_map(&store, topic.state_after_nid).await;
+
+    // Bob joins on a branch that starts after $name, before $topic.
+    let mut resolved = at_topic.clone();
+    resolved.insert(key("m.room.member", "@bob:remote"), "$bob".to_owned());
+    let mut bob = forked_member(&room, "$bob", "@bob:remote", &["$name"]);
+    bob.state_before = StateBefore::AfterEvent("$name".to_owned());
+    bob.new_head = Some(NewHead {
+        extremities: vec!["$topic".to_owned(), "$bob".to_owned()],
+        resolved_state: Some(given(&resolved)),
+    });
+    let snapshots = db.query_i64("SELECT COUNT(*) FROM state_snapshots").await;
+    let bob = persist_at_next_pos(&store, bob)
+        .await
+        .expect("persist $bob");
+    assert_eq!(
+        bob.state_before_nid, name.state_after_nid,
+        "the same snapshot"
+    );
+    let mut after_bob = at_name.clone();
+    after_bob.insert(key("m.room.member", "@bob:remote"), "$bob".to_owned());
+    assert_eq!(state_map(&store, bob.state_after_nid).await, after_bob);
+    assert_eq!(current_state_map(&store, room.nid).await, resolved);
+    let current = store.current_snapshot(room.nid).await.expect("snapshot");
+    assert_eq!(state_map(&store, current).await, resolved);
+    assert_eq!(extremities(&store, room.nid).await, ["$bob", "$topic"]);
+    assert_eq!(
+        db.query_i64("SELECT COUNT(*) FROM state_snapshots").await,
+        snapshots + 2,
+        "the state after $bob and the resolved current state"
+    );
+    assert_eq!(
+        db.query_i64(&format!(
+            "SELECT COUNT(*) FROM state_snapshot_entries WHERE snapshot_nid = {current}"
+        ))
+        .await,
+        1,
+        "the resolved state is a delta over the state after $bob: the topic"
+    );
+    let members = store.room_members(room.nid).await.expect("members");
+    assert!(
+        members
+            .iter()
+            .any(|m| m.user_id == "@bob:remote" && m.membership == "join"),
+        "{members:?}"
+    );
+    let bobs = store
+        .user_memberships("@bob:remote")
+        .await
+        .expect("memberships");
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].event_id, "$bob");
+
+    // A merge: its state before is the resolution, a delta over $topic.
+    let mut merge = room.event("$merge", "m.room.message", None);
+    merge.prev_events = vec!["$topic".to_owned(), "$bob".to_owned()];
+    merge.state_before = StateBefore::Resolved {
+        base: "$topic".to_owned(),
+        state: given(&resolved),
+    };
+    merge.new_head = Some(NewHead {
+        extremities: vec!["$merge".to_owned()],
+        resolved_state: None,
+    });
+    let merge = persist_at_next_pos(&store, merge)
+        .await
+        .expect("persist $merge");
+    assert_eq!(state_map(&store, merge.state_before_nid).await, resolved);
+    assert_eq!(merge.state_after_nid, merge.state_before_nid);
+    assert_eq!(
+        db.query_i64(&format!(
+            "SELECT COUNT(*) FROM state_snapshot_entries WHERE snapshot_nid = {}",
+            merge.state_before_nid
+        ))
+        .await,
+        1,
+        "a delta over the state after $topic: bob's membership"
+    );
+    assert_eq!(current_state_map(&store, room.nid).await, resolved);
+    assert_eq!(extremities(&store, room.nid).await, ["$merge"]);
+    assert_eq!(
+        store
+            .state_event_at(merge.state_before_nid, "m.room.member", "@bob:remote")
+            .await
+            .expect("state_event_at")
+            .map(|e| e.event_id),
+        Some("$bob".to_owned())
+    );
+
+    // A resolved state without the topic and without bob: both leave the
+    // snapshots, the current state and the memberships.
+    let mut dropped = resolved.clone();
+    dropped.remove(&key("m.room.topic", ""));
+    dropped.remove(&key("m.room.member", "@bob:remote"));
+    let mut name2 = room.event("$name2", "m.room.name", Some(""));
+    name2.prev_events = vec!["$merge".to_owned()];
+    name2.state_before = StateBefore::Resolved {
+        base: "$merge".to_owned(),
+        state: given(&dropped),
+    };
+    name2.new_head = Some(NewHead {
+        extremities: vec!["$name2".to_owned()],
+        resolved_state: None,
+    });
+    let name2 = persist_at_next_pos(&store, name2)
+        .await
+        .expect("persist $name2");
+    assert_eq!(state_map(&store, name2.state_before_nid).await, dropped);
+    let mut after = dropped.clone();
+    after.insert(key("m.room.name", ""), "$name2".to_owned());
+    assert_eq!(state_map(&store, name2.state_after_nid).await, after);
+    assert_eq!(current_state_map(&store, room.nid).await, after);
+    assert_eq!(
+        store
+            .state_event_at(name2.state_after_nid, "m.room.topic", "")
+            .await
+            .expect("state_event_at"),
+        None
+    );
+    let members = store.room_members(room.nid).await.expect("members");
+    assert!(
+        members.iter().all(|m| m.user_id != "@bob:remote"),
+        "{members:?}"
+    );
+
+    // A local event on the head still works the old way after all that.
+    room.last = vec!["$name2".to_owned()];
+    room.depth = 10;
+    room.message("$local").await;
+    assert_eq!(extremities(&store, room.nid).await, ["$local"]);
+    assert_eq!(current_state_map(&store, room.nid).await, after);
+}
+
+/// Unknown events in a given state or head, a state entry that is not the
+/// event of its key, an outlier's state, or a normal event with a given
+/// state and no head: each is an error, and nothing of the event is written.
+async fn given_state_refuses_bad_references_and_writes_nothing(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!bad:test").await;
+    room.state("$create", "m.room.create", "").await;
+    room.member("$alice", "@alice:test", "join").await;
+    let outlier = {
+        let mut event = room.event("$outlier", "m.room.topic", Some(""));
+        event.status = EventStatus::Outlier;
+        event
+    };
+    persist_at_next_pos(&store, outlier).await.expect("outlier");
+    let state_before = current_state_map(&store, room.nid).await;
+    let head = |extremities: &[&str]| NewHead {
+        extremities: extremities.iter().map(|e| (*e).to_owned()).collect(),
+        resolved_state: None,
+    };
+
+    let mut cases: Vec<(&str, NewEvent)> = Vec::new();
+    let mut e = forked_member(&room, "$x1", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::AfterEvent("$unknown".to_owned());
+    e.new_head = Some(head(&["$x1"]));
+    cases.push(("unknown prev", e));
+    let mut e = forked_member(&room, "$x2", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::AfterEvent("$outlier".to_owned());
+    e.new_head = Some(head(&["$x2"]));
+    cases.push(("outlier", e));
+    let mut wrong = state_before.clone();
+    wrong.insert(key("m.room.name", ""), "$unknown".to_owned());
+    let mut e = forked_member(&room, "$x3", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::Resolved {
+        base: "$alice".to_owned(),
+        state: given(&wrong),
+    };
+    e.new_head = Some(head(&["$x3"]));
+    cases.push(("unknown state event", e));
+    let mut wrong = state_before.clone();
+    wrong.insert(key("m.room.name", ""), "$alice".to_owned());
+    let mut e = forked_member(&room, "$x4", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::Resolved {
+        base: "$alice".to_owned(),
+        state: given(&wrong),
+    };
+    e.new_head = Some(head(&["$x4"]));
+    cases.push(("event under another key", e));
+    let mut e = forked_member(&room, "$x5", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::AfterEvent("$alice".to_owned());
+    cases.push(("no head", e));
+    let mut e = forked_member(&room, "$x6", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::AfterEvent("$alice".to_owned());
+    e.new_head = Some(head(&["$x6", "$unknown"]));
+    cases.push(("unknown extremity", e));
+    let mut e = forked_member(&room, "$x7", "@bob:remote", &["$alice"]);
+    e.state_before = StateBefore::AfterEvent("$alice".to_owned());
+    e.new_head = Some(NewHead {
+        extremities: vec!["$x7".to_owned()],
+        resolved_state: Some(given(&wrong)),
+    });
+    cases.push(("bad resolved current state", e));
+
+    for (case, event) in cases {
+        let id = event.event_id.clone();
+        let result = persist_at_next_pos(&store, event).await;
+        assert!(
+            matches!(result, Err(StorageError::Backend(_))),
+            "{case}: {result:?}"
+        );
+        assert_eq!(store.event(&id).await.expect("event"), None, "{case}");
+        assert_eq!(extremities(&store, room.nid).await, ["$alice"], "{case}");
+        assert_eq!(
+            current_state_map(&store, room.nid).await,
+            state_before,
+            "{case}"
+        );
+    }
+    // The same mistake inside a batch fails the whole batch.
+    let good = room.event("$good", "m.room.message", None);
+    let mut bad = forked_member(&room, "$x8", "@bob:remote", &["$alice"]);
+    bad.state_before = StateBefore::AfterEvent("$unknown".to_owned());
+    bad.new_head = Some(head(&["$x8"]));
+    assert!(store.persist_events(vec![good, bad]).await.is_err());
+    assert_eq!(store.event("$good").await.expect("event"), None);
+}
+
+/// A soft-failed event with a given state has a state after it (later
+/// events may cite it); a rejected one's state after is its state before;
+/// neither moves the head when the caller gives none. One batch may hold
+/// an event and another whose state is the state after it.
+async fn given_state_soft_failed_and_rejected_keep_the_head(store: DynStorage) {
+    let mut room = TestRoom::create(&store, "!soft:test").await;
+    room.state("$create", "m.room.create", "").await;
+    let alice = room.member("$alice", "@alice:test", "join").await;
+    let topic = room.state("$topic", "m.room.topic", "").await;
+    let current = current_state_map(&store, room.nid).await;
+    let at_alice = state_map(&store, alice.state_after_nid).await;
+
+    let mut soft = forked_member(&room, "$soft", "@bob:remote", &["$alice"]);
+    soft.status = EventStatus::SoftFailed;
+    soft.state_before = StateBefore::AfterEvent("$alice".to_owned());
+    let mut rejected = forked_member(&room, "$rejected", "@eve:remote", &["$soft"]);
+    rejected.status = EventStatus::Rejected;
+    rejected.state_before = StateBefore::AfterEvent("$soft".to_owned());
+    let mut pos = Vec::new();
+    for event in [&mut soft, &mut rejected] {
+        event.stream_pos = store.next_stream_pos(Stream::Events).await.expect("pos");
+        pos.push(event.stream_pos);
+    }
+    let persisted = store
+        .persist_events(vec![soft, rejected])
+        .await
+        .expect("persist_events");
+    assert_eq!(persisted[0].state_before_nid, alice.state_after_nid);
+    let mut after_soft = at_alice.clone();
+    after_soft.insert(key("m.room.member", "@bob:remote"), "$soft".to_owned());
+    assert_eq!(
+        state_map(&store, persisted[0].state_after_nid).await,
+        after_soft
+    );
+    assert_eq!(persisted[1].state_before_nid, persisted[0].state_after_nid);
+    assert_eq!(persisted[1].state_after_nid, persisted[1].state_before_nid);
+    assert_eq!(current_state_map(&store, room.nid).await, current);
+    assert_eq!(extremities(&store, room.nid).await, ["$topic"]);
+    assert!(
+        store
+            .room_members(room.nid)
+            .await
+            .expect("members")
+            .iter()
+            .all(|m| m.user_id == "@alice:test")
+    );
+    assert_eq!(room.timeline().await, ["$create", "$alice", "$topic"]);
+    let stored = store
+        .event("$rejected")
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(stored.status, EventStatus::Rejected);
+    assert_eq!(
+        topic.state_after_nid,
+        store.current_snapshot(room.nid).await.expect("snapshot")
+    );
 }

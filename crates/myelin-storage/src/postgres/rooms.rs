@@ -8,20 +8,25 @@
 //! never wait on each other. Queries on `events` always name `room_nid`, the
 //! partition key, so they touch one partition.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-use super::{LIST_MAX, PostgresStorage, db_error, execute, json_column, query_one, query_opt};
+use super::{
+    LIST_MAX, PostgresStorage, db_error, execute, json_column, query, query_one, query_opt,
+};
 use crate::relations::relation_of;
 use crate::rooms::{
-    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
-    unknown_room,
+    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, StateMap, bounded_state,
+    check_batch, check_state_of, snapshot_entries, state_changes, unknown_room,
+    unknown_state_event,
 };
 use crate::{
     AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
-    RoomMember, RoomRecord, RoomStore, StateEntry, StorageResult, StoredEvent, Stream, TopoPos,
-    TxnKey, UserMembership,
+    RoomMember, RoomRecord, RoomStore, StateBefore, StateEntry, StorageError, StorageResult,
+    StoredEvent, Stream, TopoPos, TxnKey, UserMembership,
 };
 
 /// The columns [`event_from_row`] reads, from `events e JOIN rooms r`.
@@ -223,12 +228,349 @@ async fn write_snapshot(
     Ok(snapshot_nid)
 }
 
-/// The body of [`RoomStore::persist_event`], in its transaction; `current`
-/// is the room's current snapshot (its row locked).
-async fn persist(
+/// `(a, b)` pairs of BIGINT rows.
+fn pairs_from_rows(rows: &[Row]) -> StorageResult<HashMap<i64, i64>> {
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get(0).map_err(db_error)?,
+                row.try_get(1).map_err(db_error)?,
+            ))
+        })
+        .collect()
+}
+
+/// The `state_key_nid → event_nid` pairs of a snapshot (0 is the empty state).
+async fn snapshot_pairs(
+    client: &impl GenericClient,
+    snapshot_nid: i64,
+) -> StorageResult<HashMap<i64, i64>> {
+    if snapshot_nid == 0 {
+        return Ok(HashMap::new());
+    }
+    let rows = query(
+        client,
+        concat!(
+            snapshot_chain!(),
+            "SELECT state_key_nid, event_nid FROM nearest WHERE pick = 1 AND event_nid <> 0"
+        ),
+        &[&snapshot_nid, &STATE_CHAIN_LENGTH_MAX],
+    )
+    .await?;
+    pairs_from_rows(&rows)
+}
+
+/// The snapshot after an event of the room.
+async fn state_after_of(
+    client: &impl GenericClient,
+    room_nid: i64,
+    event_id: &str,
+) -> StorageResult<i64> {
+    let row = query_opt(
+        client,
+        "SELECT e.state_after_nid, e.status FROM event_locator l
+         JOIN events e ON e.room_nid = l.room_nid AND e.event_nid = l.event_nid
+         WHERE l.event_id = $1 AND l.room_nid = $2 AND e.room_nid = $2",
+        &[&event_id, &room_nid],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Err(unknown_state_event(event_id, "not an event of the room"));
+    };
+    let status: i16 = row.try_get(1).map_err(db_error)?;
+    if EventStatus::from_i16(status) == EventStatus::Outlier {
+        return Err(unknown_state_event(event_id, "an outlier has no state"));
+    }
+    first_i64(&row)
+}
+
+/// `state` as `state_key_nid → event_nid` pairs, checking that each event
+/// is an event of the room with that `(type, state_key)`.
+async fn state_nids(
+    client: &impl GenericClient,
+    room_nid: i64,
+    state: &StateMap,
+) -> StorageResult<HashMap<i64, i64>> {
+    let ids: Vec<&str> = state.values().map(String::as_str).collect();
+    let mut found: HashMap<String, (i64, Option<i64>, String, Option<String>)> =
+        HashMap::with_capacity(ids.len());
+    for batch in ids.chunks(EVENTS_LOOKUP_BATCH) {
+        let rows = query(
+            client,
+            "SELECT l.event_id, e.event_nid, e.state_key_nid, e.kind, e.state_key
+             FROM event_locator l
+             JOIN events e ON e.room_nid = l.room_nid AND e.event_nid = l.event_nid
+             WHERE l.event_id = ANY($1) AND l.room_nid = $2 AND e.room_nid = $2",
+            &[&batch, &room_nid],
+        )
+        .await?;
+        for row in rows {
+            let parsed = (|| {
+                Ok::<_, tokio_postgres::Error>((
+                    row.try_get::<_, String>(0)?,
+                    (
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                        row.try_get(4)?,
+                    ),
+                ))
+            })()
+            .map_err(db_error)?;
+            found.insert(parsed.0, parsed.1);
+        }
+    }
+    let mut pairs = HashMap::with_capacity(state.len());
+    for ((kind, state_key), event_id) in state {
+        let Some((event_nid, key_nid, row_kind, row_key)) = found.get(event_id) else {
+            return Err(unknown_state_event(event_id, "not an event of the room"));
+        };
+        match key_nid {
+            Some(key_nid) if row_kind == kind && row_key.as_ref() == Some(state_key) => {
+                pairs.insert(*key_nid, *event_nid);
+            }
+            _ => {
+                return Err(unknown_state_event(
+                    event_id,
+                    &format!("not the ({kind}, {state_key:?}) state event"),
+                ));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Writes `state` as a snapshot over `base` (a delta, or full when
+/// [`snapshot_entries`] says so); `base` itself when they are equal.
+async fn write_state(
+    client: &impl GenericClient,
+    room_nid: i64,
+    base: i64,
+    state: &HashMap<i64, i64>,
+) -> StorageResult<i64> {
+    let base_pairs = snapshot_pairs(client, base).await?;
+    let base_length = if base == 0 {
+        0
+    } else {
+        first_i64(
+            &query_one(
+                client,
+                "SELECT chain_length FROM state_snapshots WHERE snapshot_nid = $1",
+                &[&base],
+            )
+            .await?,
+        )?
+    };
+    let over = (base != 0).then_some((&base_pairs, base_length));
+    let Some((entries, full)) = snapshot_entries(over, state) else {
+        return Ok(base);
+    };
+    let (base_nid, chain_length) = if full {
+        (None, 1)
+    } else {
+        (Some(base), base_length + 1)
+    };
+    let snapshot_nid = first_i64(
+        &query_one(
+            client,
+            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
+             VALUES (nextval('snapshot_nid'), $1, $2, $3)
+             RETURNING snapshot_nid",
+            &[&room_nid, &base_nid, &chain_length],
+        )
+        .await?,
+    )?;
+    let (keys, events): (Vec<i64>, Vec<i64>) = entries.into_iter().unzip();
+    execute(
+        client,
+        "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
+         SELECT $1, k, e FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS t (k, e)",
+        &[&snapshot_nid, &keys, &events],
+    )
+    .await?;
+    Ok(snapshot_nid)
+}
+
+/// The snapshot of a given [`StateBefore`] (`current` for the room's own).
+async fn state_before_of(
     client: &impl GenericClient,
     event: &NewEvent,
     current: i64,
+) -> StorageResult<i64> {
+    match &event.state_before {
+        StateBefore::Current => Ok(current),
+        StateBefore::AfterEvent(id) => state_after_of(client, event.room_nid, id).await,
+        StateBefore::Resolved { base, state } => {
+            let base = state_after_of(client, event.room_nid, base).await?;
+            let pairs = state_nids(client, event.room_nid, state).await?;
+            write_state(client, event.room_nid, base, &pairs).await
+        }
+    }
+}
+
+/// Moves the room's head to [`NewEvent::new_head`]: current snapshot,
+/// current state table, memberships, forward extremities.
+async fn apply_head(
+    client: &impl GenericClient,
+    event: &NewEvent,
+    persisted: &PersistedEvent,
+) -> StorageResult<()> {
+    let Some(head) = &event.new_head else {
+        return Ok(());
+    };
+    let room_nid = event.room_nid;
+    let (snapshot, new) = match &head.resolved_state {
+        None => (
+            persisted.state_after_nid,
+            snapshot_pairs(client, persisted.state_after_nid).await?,
+        ),
+        Some(state) => {
+            let pairs = state_nids(client, room_nid, state).await?;
+            let nid = write_state(client, room_nid, persisted.state_after_nid, &pairs).await?;
+            (nid, pairs)
+        }
+    };
+    let rows = query(
+        client,
+        "SELECT event_id, event_nid FROM event_locator WHERE event_id = ANY($1) AND room_nid = $2",
+        &[&head.extremities, &room_nid],
+    )
+    .await?;
+    let mut extremities = Vec::with_capacity(rows.len());
+    let mut known = Vec::with_capacity(rows.len());
+    for row in &rows {
+        known.push(row.try_get::<_, String>(0).map_err(db_error)?);
+        extremities.push(row.try_get::<_, i64>(1).map_err(db_error)?);
+    }
+    if let Some(missing) = head.extremities.iter().find(|id| !known.contains(id)) {
+        return Err(StorageError::Backend(format!(
+            "forward extremity {missing} is not an event of the room"
+        )));
+    }
+    let old = pairs_from_rows(
+        &query(
+            client,
+            "SELECT state_key_nid, event_nid FROM current_state WHERE room_nid = $1",
+            &[&room_nid],
+        )
+        .await?,
+    )?;
+    let changes = state_changes(&old, &new);
+    let changed_keys: Vec<i64> = changes.iter().map(|(k, _)| *k).collect();
+    let member_keys: HashMap<i64, String> = query(
+        client,
+        "SELECT state_key_nid, state_key FROM state_keys
+         WHERE state_key_nid = ANY($1) AND kind = 'm.room.member'",
+        &[&changed_keys],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get(0).map_err(db_error)?,
+            row.try_get(1).map_err(db_error)?,
+        ))
+    })
+    .collect::<StorageResult<_>>()?;
+    let (mut set_keys, mut set_events, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut removed_members = Vec::new();
+    for (key, change) in changes {
+        match change {
+            Some(event_nid) => {
+                set_keys.push(key);
+                set_events.push(event_nid);
+            }
+            None => {
+                removed.push(key);
+                if let Some(user) = member_keys.get(&key) {
+                    removed_members.push(user.clone());
+                }
+            }
+        }
+    }
+    execute(
+        client,
+        "DELETE FROM current_state WHERE room_nid = $1 AND state_key_nid = ANY($2)",
+        &[&room_nid, &removed],
+    )
+    .await?;
+    execute(
+        client,
+        "INSERT INTO current_state (room_nid, state_key_nid, event_nid)
+         SELECT $1, k, e FROM UNNEST($2::BIGINT[], $3::BIGINT[]) AS t (k, e)
+         ON CONFLICT (room_nid, state_key_nid) DO UPDATE SET event_nid = excluded.event_nid",
+        &[&room_nid, &set_keys, &set_events],
+    )
+    .await?;
+    execute(
+        client,
+        "DELETE FROM memberships WHERE room_nid = $1 AND user_id = ANY($2)",
+        &[&room_nid, &removed_members],
+    )
+    .await?;
+    let member_events: Vec<i64> = set_keys
+        .iter()
+        .zip(&set_events)
+        .filter(|(k, _)| member_keys.contains_key(k))
+        .map(|(_, e)| *e)
+        .collect();
+    execute(
+        client,
+        "INSERT INTO memberships
+         (room_nid, user_id, membership, event_nid, event_id, stream_pos, forgotten)
+         SELECT room_nid, state_key, membership, event_nid, event_id, $3, FALSE FROM events
+         WHERE room_nid = $1 AND event_nid = ANY($2) AND membership IS NOT NULL
+           AND state_key IS NOT NULL
+         ON CONFLICT (room_nid, user_id) DO UPDATE
+         SET membership = excluded.membership, event_nid = excluded.event_nid,
+             event_id = excluded.event_id, stream_pos = excluded.stream_pos,
+             forgotten = FALSE",
+        &[&room_nid, &member_events, &event.stream_pos],
+    )
+    .await?;
+    execute(
+        client,
+        "UPDATE rooms SET current_snapshot_nid = $2 WHERE room_nid = $1",
+        &[&room_nid, &snapshot],
+    )
+    .await?;
+    execute(
+        client,
+        "DELETE FROM forward_extremities WHERE room_nid = $1",
+        &[&room_nid],
+    )
+    .await?;
+    execute(
+        client,
+        "INSERT INTO forward_extremities (room_nid, event_nid)
+         SELECT $1, e FROM UNNEST($2::BIGINT[]) AS t (e) ON CONFLICT DO NOTHING",
+        &[&room_nid, &extremities],
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`RoomStore::persist_event`] in its transaction; `current` is the room's
+/// current snapshot (its row locked).
+async fn persist_one(
+    client: &impl GenericClient,
+    event: &NewEvent,
+    current: i64,
+) -> StorageResult<PersistedEvent> {
+    check_state_of(event)?;
+    let before = state_before_of(client, event, current).await?;
+    let persisted = persist(client, event, before).await?;
+    apply_head(client, event, &persisted).await?;
+    Ok(persisted)
+}
+
+/// The body of [`RoomStore::persist_event`], in its transaction; `before`
+/// is the snapshot before the event (the room's current one for a local
+/// event).
+async fn persist(
+    client: &impl GenericClient,
+    event: &NewEvent,
+    before: i64,
 ) -> StorageResult<PersistedEvent> {
     let room_nid = event.room_nid;
     // First, so that a duplicate event id fails before anything else.
@@ -246,14 +588,22 @@ async fn persist(
         Some(state_key) => Some(intern_state_key(client, &event.kind, state_key).await?),
         None => None,
     };
+    let given = event.state_before.is_given();
     let (state_before_nid, state_after_nid) = match (event.status, state_key_nid) {
         (EventStatus::Outlier, _) => (0, 0),
         (EventStatus::Normal, Some(key)) => (
-            current,
-            write_snapshot(client, room_nid, current, key, event_nid).await?,
+            before,
+            write_snapshot(client, room_nid, before, key, event_nid).await?,
         ),
-        // Rejected and soft-failed events change no state.
-        _ => (current, current),
+        // A soft-failed event from another server passed auth at its
+        // position: an event citing it builds on the state after it.
+        (EventStatus::SoftFailed, Some(key)) if given => (
+            before,
+            write_snapshot(client, room_nid, before, key, event_nid).await?,
+        ),
+        // Rejected events change no state, and a local soft-failed one
+        // never becomes a prev event.
+        _ => (before, before),
     };
     let txn = event.txn.as_ref();
     execute(
@@ -307,7 +657,9 @@ async fn persist(
         return Ok(persisted);
     }
 
-    if let Some(key) = state_key_nid {
+    if event.new_head.is_none()
+        && let Some(key) = state_key_nid
+    {
         execute(
             client,
             "UPDATE rooms SET current_snapshot_nid = $2 WHERE room_nid = $1",
@@ -322,7 +674,8 @@ async fn persist(
         )
         .await?;
     }
-    if event.kind == "m.room.member"
+    if event.new_head.is_none()
+        && event.kind == "m.room.member"
         && let (Some(user_id), Some(membership)) = (&event.state_key, &event.membership)
     {
         execute(
@@ -345,19 +698,21 @@ async fn persist(
         )
         .await?;
     }
-    execute(
-        client,
-        "DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid IN
-         (SELECT event_nid FROM event_locator WHERE room_nid = $1 AND event_id = ANY($2))",
-        &[&room_nid, &event.prev_events],
-    )
-    .await?;
-    execute(
-        client,
-        "INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2)",
-        &[&room_nid, &event_nid],
-    )
-    .await?;
+    if event.new_head.is_none() {
+        execute(
+            client,
+            "DELETE FROM forward_extremities WHERE room_nid = $1 AND event_nid IN
+             (SELECT event_nid FROM event_locator WHERE room_nid = $1 AND event_id = ANY($2))",
+            &[&room_nid, &event.prev_events],
+        )
+        .await?;
+        execute(
+            client,
+            "INSERT INTO forward_extremities (room_nid, event_nid) VALUES ($1, $2)",
+            &[&room_nid, &event_nid],
+        )
+        .await?;
+    }
     if let Some(relation) = relation_of(event) {
         execute(
             client,
@@ -501,7 +856,7 @@ impl RoomStore for PostgresStorage {
         )
         .await?
         .ok_or_else(|| unknown_room(event.room_nid))?;
-        let persisted = persist(&tx, &event, first_i64(&current)?).await?;
+        let persisted = persist_one(&tx, &event, first_i64(&current)?).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(persisted)
     }
@@ -531,7 +886,7 @@ impl RoomStore for PostgresStorage {
             )
             .await?
             .ok_or_else(|| unknown_room(room_nid))?;
-            persisted.push(persist(&tx, event, first_i64(&current)?).await?);
+            persisted.push(persist_one(&tx, event, first_i64(&current)?).await?);
         }
         tx.commit().await.map_err(db_error)?;
         Ok(persisted)

@@ -5,19 +5,22 @@
 //! `persist_event` reads the room's current snapshot and writes the next one
 //! with no other writer in between.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::{LIST_MAX, SqliteStorage, db_error, json_column, next_counter};
 use crate::relations::relation_of;
 use crate::rooms::{
-    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, bounded_state, check_batch,
-    unknown_room,
+    EVENTS_LOOKUP_BATCH, STATE_CHAIN_LENGTH_MAX, STATE_ENTRIES_MAX, StateMap, bounded_state,
+    check_batch, check_state_of, snapshot_entries, state_changes, unknown_room,
+    unknown_state_event,
 };
 use crate::{
     AccountDataChange, Direction, EventStatus, NewEvent, PersistedEvent, Receipt, RoomAlias,
-    RoomMember, RoomRecord, RoomStore, StateEntry, StorageResult, StoredEvent, Stream, TopoPos,
-    TxnKey, UserMembership,
+    RoomMember, RoomRecord, RoomStore, StateBefore, StateEntry, StorageResult, StoredEvent, Stream,
+    TopoPos, TxnKey, UserMembership,
 };
 
 /// The columns [`event_from_row`] reads, from `events e JOIN rooms r`.
@@ -191,12 +194,283 @@ fn current_snapshot_of(conn: &Connection, room_nid: i64) -> rusqlite::Result<Opt
         .optional()
 }
 
-/// The body of [`RoomStore::persist_event`], in the writer's transaction;
-/// `current` is the room's current snapshot.
-fn persist(
+/// The `state_key_nid → event_nid` pairs of a snapshot (0 is the empty state).
+fn snapshot_pairs(conn: &Connection, snapshot_nid: i64) -> rusqlite::Result<HashMap<i64, i64>> {
+    if snapshot_nid == 0 {
+        return Ok(HashMap::new());
+    }
+    let mut stmt = conn.prepare_cached(concat!(
+        snapshot_chain!(),
+        "SELECT state_key_nid, event_nid FROM nearest WHERE pick = 1 AND event_nid <> 0"
+    ))?;
+    let rows = stmt.query_map(params![snapshot_nid, STATE_CHAIN_LENGTH_MAX], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })?;
+    rows.collect()
+}
+
+/// The snapshot after an event of the room.
+fn state_after_of(tx: &Transaction<'_>, room_nid: i64, event_id: &str) -> StorageResult<i64> {
+    let row: Option<(i64, i16)> = tx
+        .prepare_cached(
+            "SELECT e.state_after_nid, e.status FROM event_locator l
+             JOIN events e ON e.room_nid = l.room_nid AND e.event_nid = l.event_nid
+             WHERE l.event_id = ?1 AND l.room_nid = ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![event_id, room_nid], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()
+        })
+        .map_err(db_error)?;
+    match row {
+        None => Err(unknown_state_event(event_id, "not an event of the room")),
+        Some((_, status)) if EventStatus::from_i16(status) == EventStatus::Outlier => {
+            Err(unknown_state_event(event_id, "an outlier has no state"))
+        }
+        Some((nid, _)) => Ok(nid),
+    }
+}
+
+/// `state` as `state_key_nid → event_nid` pairs, checking that each event
+/// is an event of the room with that `(type, state_key)`.
+fn state_nids(
+    tx: &Transaction<'_>,
+    room_nid: i64,
+    state: &StateMap,
+) -> StorageResult<HashMap<i64, i64>> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT e.event_nid, e.state_key_nid, e.kind, e.state_key FROM event_locator l
+             JOIN events e ON e.room_nid = l.room_nid AND e.event_nid = l.event_nid
+             WHERE l.event_id = ?1 AND l.room_nid = ?2",
+        )
+        .map_err(db_error)?;
+    let mut pairs = HashMap::with_capacity(state.len());
+    for ((kind, state_key), event_id) in state {
+        let row: Option<(i64, Option<i64>, String, Option<String>)> = stmt
+            .query_row(params![event_id, room_nid], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
+            .map_err(db_error)?;
+        let Some((event_nid, key_nid, row_kind, row_key)) = row else {
+            return Err(unknown_state_event(event_id, "not an event of the room"));
+        };
+        match key_nid {
+            Some(key_nid) if &row_kind == kind && row_key.as_ref() == Some(state_key) => {
+                pairs.insert(key_nid, event_nid);
+            }
+            _ => {
+                return Err(unknown_state_event(
+                    event_id,
+                    &format!("not the ({kind}, {state_key:?}) state event"),
+                ));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Writes `state` as a snapshot over `base` (a delta, or full when
+/// [`snapshot_entries`] says so); `base` itself when they are equal.
+fn write_state(
+    tx: &Transaction<'_>,
+    room_nid: i64,
+    base: i64,
+    state: &HashMap<i64, i64>,
+) -> rusqlite::Result<i64> {
+    let base_pairs = snapshot_pairs(tx, base)?;
+    let base_length: i64 = if base == 0 {
+        0
+    } else {
+        tx.prepare_cached("SELECT chain_length FROM state_snapshots WHERE snapshot_nid = ?1")?
+            .query_row([base], |row| row.get(0))?
+    };
+    let over = (base != 0).then_some((&base_pairs, base_length));
+    let Some((entries, full)) = snapshot_entries(over, state) else {
+        return Ok(base);
+    };
+    let snapshot_nid = next_counter(tx, "snapshot_nid")?;
+    let (base_nid, chain_length) = if full {
+        (None, 1)
+    } else {
+        (Some(base), base_length + 1)
+    };
+    tx.prepare_cached(
+        "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![snapshot_nid, room_nid, base_nid, chain_length])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
+         VALUES (?1, ?2, ?3)",
+    )?;
+    for (key, event) in entries {
+        insert.execute(params![snapshot_nid, key, event])?;
+    }
+    Ok(snapshot_nid)
+}
+
+/// The snapshot of a given [`StateBefore`] (`current` for the room's own).
+fn state_before_of(tx: &Transaction<'_>, event: &NewEvent, current: i64) -> StorageResult<i64> {
+    match &event.state_before {
+        StateBefore::Current => Ok(current),
+        StateBefore::AfterEvent(id) => state_after_of(tx, event.room_nid, id),
+        StateBefore::Resolved { base, state } => {
+            let base = state_after_of(tx, event.room_nid, base)?;
+            let pairs = state_nids(tx, event.room_nid, state)?;
+            write_state(tx, event.room_nid, base, &pairs).map_err(db_error)
+        }
+    }
+}
+
+/// Moves the room's head to [`NewEvent::new_head`]: current snapshot,
+/// current state table, memberships, forward extremities.
+fn apply_head(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    persisted: &PersistedEvent,
+) -> StorageResult<()> {
+    let Some(head) = &event.new_head else {
+        return Ok(());
+    };
+    let room_nid = event.room_nid;
+    let (snapshot, new) = match &head.resolved_state {
+        None => (
+            persisted.state_after_nid,
+            snapshot_pairs(tx, persisted.state_after_nid).map_err(db_error)?,
+        ),
+        Some(state) => {
+            let pairs = state_nids(tx, room_nid, state)?;
+            let nid =
+                write_state(tx, room_nid, persisted.state_after_nid, &pairs).map_err(db_error)?;
+            (nid, pairs)
+        }
+    };
+    let mut extremities = Vec::with_capacity(head.extremities.len());
+    for id in &head.extremities {
+        let nid: Option<i64> = tx
+            .prepare_cached(
+                "SELECT event_nid FROM event_locator WHERE event_id = ?1 AND room_nid = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id, room_nid], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(db_error)?;
+        extremities.push(nid.ok_or_else(|| {
+            crate::StorageError::Backend(format!(
+                "forward extremity {id} is not an event of the room"
+            ))
+        })?);
+    }
+    (|| {
+        let old: HashMap<i64, i64> = tx
+            .prepare_cached(
+                "SELECT state_key_nid, event_nid FROM current_state WHERE room_nid = ?1",
+            )?
+            .query_map([room_nid], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (key, change) in state_changes(&old, &new) {
+            let (kind, state_key): (String, String) = tx
+                .prepare_cached("SELECT kind, state_key FROM state_keys WHERE state_key_nid = ?1")?
+                .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            match change {
+                Some(event_nid) => {
+                    tx.prepare_cached(
+                        "INSERT INTO current_state (room_nid, state_key_nid, event_nid)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (room_nid, state_key_nid)
+                         DO UPDATE SET event_nid = excluded.event_nid",
+                    )?
+                    .execute(params![room_nid, key, event_nid])?;
+                    if kind != "m.room.member" {
+                        continue;
+                    }
+                    let member: Option<(Option<String>, String)> = tx
+                        .prepare_cached(
+                            "SELECT membership, event_id FROM events
+                             WHERE room_nid = ?1 AND event_nid = ?2",
+                        )?
+                        .query_row(params![room_nid, event_nid], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()?;
+                    if let Some((Some(membership), event_id)) = member {
+                        tx.prepare_cached(
+                            "INSERT INTO memberships
+                             (room_nid, user_id, membership, event_nid, event_id, stream_pos,
+                              forgotten)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+                             ON CONFLICT (room_nid, user_id) DO UPDATE
+                             SET membership = excluded.membership,
+                                 event_nid = excluded.event_nid, event_id = excluded.event_id,
+                                 stream_pos = excluded.stream_pos, forgotten = 0",
+                        )?
+                        .execute(params![
+                            room_nid,
+                            state_key,
+                            membership,
+                            event_nid,
+                            event_id,
+                            event.stream_pos
+                        ])?;
+                    }
+                }
+                None => {
+                    tx.prepare_cached(
+                        "DELETE FROM current_state WHERE room_nid = ?1 AND state_key_nid = ?2",
+                    )?
+                    .execute(params![room_nid, key])?;
+                    if kind == "m.room.member" {
+                        tx.prepare_cached(
+                            "DELETE FROM memberships WHERE room_nid = ?1 AND user_id = ?2",
+                        )?
+                        .execute(params![room_nid, state_key])?;
+                    }
+                }
+            }
+        }
+        tx.prepare_cached("UPDATE rooms SET current_snapshot_nid = ?2 WHERE room_nid = ?1")?
+            .execute(params![room_nid, snapshot])?;
+        tx.prepare_cached("DELETE FROM forward_extremities WHERE room_nid = ?1")?
+            .execute([room_nid])?;
+        for nid in extremities {
+            tx.prepare_cached(
+                "INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![room_nid, nid])?;
+        }
+        Ok(())
+    })()
+    .map_err(db_error)
+}
+
+/// [`RoomStore::persist_event`] in the writer's transaction; `current` is
+/// the room's current snapshot.
+fn persist_one(
     tx: &Transaction<'_>,
     event: &NewEvent,
     current: i64,
+) -> StorageResult<PersistedEvent> {
+    check_state_of(event)?;
+    let before = state_before_of(tx, event, current)?;
+    let prev_events = json_array(&event.prev_events);
+    let persisted = persist(tx, event, before, &prev_events).map_err(db_error)?;
+    apply_head(tx, event, &persisted)?;
+    Ok(persisted)
+}
+
+/// The body of [`RoomStore::persist_event`], in the writer's transaction;
+/// `before` is the snapshot before the event (the room's current one for a
+/// local event).
+fn persist(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    before: i64,
     prev_events: &str,
 ) -> rusqlite::Result<PersistedEvent> {
     let room_nid = event.room_nid;
@@ -210,14 +484,22 @@ fn persist(
         Some(state_key) => Some(intern_state_key(tx, &event.kind, state_key)?),
         None => None,
     };
+    let given = event.state_before.is_given();
     let (state_before_nid, state_after_nid) = match (event.status, state_key_nid) {
         (EventStatus::Outlier, _) => (0, 0),
         (EventStatus::Normal, Some(key)) => (
-            current,
-            write_snapshot(tx, room_nid, current, key, event_nid)?,
+            before,
+            write_snapshot(tx, room_nid, before, key, event_nid)?,
         ),
-        // Rejected and soft-failed events change no state.
-        _ => (current, current),
+        // A soft-failed event from another server passed auth at its
+        // position: an event citing it builds on the state after it.
+        (EventStatus::SoftFailed, Some(key)) if given => (
+            before,
+            write_snapshot(tx, room_nid, before, key, event_nid)?,
+        ),
+        // Rejected events change no state, and a local soft-failed one
+        // never becomes a prev event.
+        _ => (before, before),
     };
     let txn = event.txn.as_ref();
     tx.prepare_cached(
@@ -272,7 +554,9 @@ fn persist(
         });
     }
 
-    if let Some(key) = state_key_nid {
+    if event.new_head.is_none()
+        && let Some(key) = state_key_nid
+    {
         tx.prepare_cached("UPDATE rooms SET current_snapshot_nid = ?2 WHERE room_nid = ?1")?
             .execute(params![room_nid, state_after_nid])?;
         tx.prepare_cached(
@@ -281,7 +565,8 @@ fn persist(
         )?
         .execute(params![room_nid, key, event_nid])?;
     }
-    if event.kind == "m.room.member"
+    if event.new_head.is_none()
+        && event.kind == "m.room.member"
         && let (Some(user_id), Some(membership)) = (&event.state_key, &event.membership)
     {
         tx.prepare_cached(
@@ -301,14 +586,16 @@ fn persist(
             event.stream_pos
         ])?;
     }
-    tx.prepare_cached(
-        "DELETE FROM forward_extremities WHERE room_nid = ?1 AND event_nid IN
-         (SELECT event_nid FROM event_locator
-          WHERE room_nid = ?1 AND event_id IN (SELECT value FROM json_each(?2)))",
-    )?
-    .execute(params![room_nid, prev_events])?;
-    tx.prepare_cached("INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?1, ?2)")?
-        .execute(params![room_nid, event_nid])?;
+    if event.new_head.is_none() {
+        tx.prepare_cached(
+            "DELETE FROM forward_extremities WHERE room_nid = ?1 AND event_nid IN
+             (SELECT event_nid FROM event_locator
+              WHERE room_nid = ?1 AND event_id IN (SELECT value FROM json_each(?2)))",
+        )?
+        .execute(params![room_nid, prev_events])?;
+        tx.prepare_cached("INSERT INTO forward_extremities (room_nid, event_nid) VALUES (?1, ?2)")?
+            .execute(params![room_nid, event_nid])?;
+    }
     if let Some(relation) = relation_of(event) {
         tx.prepare_cached(
             "INSERT INTO event_relations
@@ -431,12 +718,11 @@ impl RoomStore for SqliteStorage {
     }
 
     async fn persist_event(&self, event: NewEvent) -> StorageResult<PersistedEvent> {
-        let prev_events = json_array(&event.prev_events);
         self.write_with(move |tx| {
             let current = current_snapshot_of(tx, event.room_nid)
                 .map_err(db_error)?
                 .ok_or_else(|| unknown_room(event.room_nid))?;
-            persist(tx, &event, current, &prev_events).map_err(db_error)
+            persist_one(tx, &event, current)
         })
         .await
     }
@@ -450,8 +736,7 @@ impl RoomStore for SqliteStorage {
                 let current = current_snapshot_of(tx, event.room_nid)
                     .map_err(db_error)?
                     .ok_or_else(|| unknown_room(event.room_nid))?;
-                let prev_events = json_array(&event.prev_events);
-                persisted.push(persist(tx, event, current, &prev_events).map_err(db_error)?);
+                persisted.push(persist_one(tx, event, current)?);
             }
             Ok(persisted)
         })

@@ -1,5 +1,5 @@
 //! State resolution off the async runtime: a dedicated rayon pool runs the
-//! pure [`myelin_events::resolve`] (CPU-bound, up to seconds on large rooms)
+//! pure [`myelin_events::state_res::resolve_in`] (CPU-bound, up to seconds on large rooms)
 //! so that it never holds a tokio worker, and metrics say how much CPU each
 //! room costs.
 //!
@@ -8,8 +8,8 @@
 //!   `error`;
 //! - `myelin_state_res_duration_seconds`: time of one resolution on the
 //!   pool (the pure CPU part, no loading);
-//! - `myelin_state_res_state_sets` and `myelin_state_res_events`: state sets
-//!   and events given per resolution;
+//! - `myelin_state_res_state_sets` and `myelin_state_res_graph_events`: state
+//!   sets per resolution, and events in the room's graph it runs on;
 //! - `myelin_state_res_room_cpu_seconds{room_id}`: cumulative seconds of the
 //!   ten rooms that cost most (bounded labels: a room that leaves the top
 //!   ten is set to 0 and no longer updated).
@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use myelin_events::{Pdu, RoomVersion, StateMap, StateResError};
+use myelin_events::state_res::{AuthGraph, resolve_in};
+use myelin_events::{RoomVersion, StateMap, StateResError};
 use tokio::sync::oneshot;
 
 /// Rooms exported by `myelin_state_res_room_cpu_seconds`.
@@ -77,25 +78,25 @@ impl StateResolver {
         }
     }
 
-    /// Resolves `state_sets` of `room_id` on the pool and awaits the result
-    /// without blocking the runtime. `events` must hold every accepted event
-    /// of the state sets and of their auth chains (and from room version 12
-    /// the create event): the caller loads them, the pool only computes.
+    /// Resolves `state_sets` of `room_id` against the room's graph on the
+    /// pool, and awaits the result without blocking the runtime. The graph
+    /// must hold every accepted event of the state sets and of their auth
+    /// chains (and from room version 12 the create event): the caller
+    /// loads them, the pool only computes.
     pub async fn resolve(
         &self,
         room_id: &str,
         version: &RoomVersion,
+        graph: Arc<AuthGraph>,
         state_sets: Vec<StateMap>,
-        events: HashMap<String, Arc<Pdu>>,
     ) -> Result<StateMap, ResolveError> {
         metrics::histogram!("myelin_state_res_state_sets").record(state_sets.len() as f64);
-        metrics::histogram!("myelin_state_res_events").record(events.len() as f64);
+        metrics::histogram!("myelin_state_res_graph_events").record(graph.len() as f64);
         let (tx, rx) = oneshot::channel();
         let version = version.clone();
         self.pool.spawn(move || {
             let started = Instant::now();
-            let result =
-                myelin_events::resolve(&version, &state_sets, |id| events.get(id).cloned());
+            let result = resolve_in(&graph, &version, &state_sets);
             let _ = tx.send((result, started.elapsed()));
         });
         let outcome = rx.await;

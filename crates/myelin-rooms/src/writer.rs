@@ -5,6 +5,7 @@ use myelin_core::signing_key::SigningKey;
 use myelin_core::time::now_ms;
 use myelin_core::{ErrorKind, MatrixError, MatrixResult};
 use myelin_events::pdu::check_canonical;
+use myelin_events::state_res::AuthGraph;
 use myelin_events::{
     EventError, Pdu, PduTemplate, RoomVersion, auth_types_for_event, build_pdu, check_auth,
 };
@@ -83,6 +84,10 @@ struct RoomHead {
     /// Users whose current membership is join, invite or knock: the users a
     /// new event wakes.
     interested: HashMap<String, String>,
+    /// The room's auth graph and its chain index, for state resolution:
+    /// empty until the room's forks first meet, then extended with the
+    /// events each later resolution needs (see `accept::resolve_states`).
+    graph: Arc<AuthGraph>,
 }
 
 /// A send waiting for the room's writer.
@@ -262,6 +267,7 @@ impl LocalRoomWriter {
             state,
             extremities,
             interested,
+            graph: Arc::default(),
         })
     }
 
@@ -680,6 +686,7 @@ impl RoomWriter for LocalRoomWriter {
             state: HashMap::new(),
             extremities: Vec::new(),
             interested: HashMap::new(),
+            graph: Arc::default(),
         };
         // Every initial event is built first, then all are committed together.
         let mut built = vec![advance(&mut head, create, None, Vec::new())];

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use myelin_core::{ErrorKind, MatrixError, MatrixResult};
-use myelin_events::state_res::RESOLUTION_EVENTS_MAX;
+use myelin_events::state_res::{AuthGraph, RESOLUTION_EVENTS_MAX};
 use myelin_events::{
     Pdu, RoomVersion, StateMap, auth_types_for_event, check_auth, check_auth_events,
 };
@@ -40,8 +40,8 @@ struct Cache {
     /// The state after an event, by event id.
     states: HashMap<String, Arc<StateMap>>,
     /// Accepted (not rejected) events loaded for auth and resolution; an
-    /// event here has its whole auth chain here too (or known to be
-    /// rejected or missing).
+    /// event here has its whole auth chain here too, or in the room's
+    /// graph (or known to be rejected or missing).
     pdus: HashMap<String, Arc<Pdu>>,
     /// Events that are rejected, or not stored.
     absent: HashSet<String>,
@@ -227,7 +227,9 @@ impl LocalRoomWriter {
             let resolved = if extremities.len() > 1 {
                 // The event is not stored yet: resolution gets it, and its
                 // auth chain, from the cache.
-                self.load_auth_chains(&version, &pdu.auth_events, cache)
+                let graph = head.graph.clone();
+                let known = |id: &str| graph.event_ix(id).is_some_and(|e| graph.pdu(e).is_some());
+                self.load_auth_chains(&version, &pdu.auth_events, known, cache)
                     .await?;
                 cache.absent.remove(&pdu.event_id);
                 cache
@@ -440,19 +442,78 @@ impl LocalRoomWriter {
     /// event of the sets and of their auth chains.
     async fn resolve_states(
         &self,
-        head: &RoomHead,
+        head: &mut RoomHead,
         sets: Vec<StateMap>,
         cache: &mut Cache,
     ) -> MatrixResult<StateMap> {
-        let version = &head.version;
+        let version = head.version.clone();
         let mut roots: BTreeSet<String> = sets.iter().flat_map(|s| s.values().cloned()).collect();
-        roots.extend(create_id(version, &head.record.room_id));
+        roots.extend(create_id(&version, &head.record.room_id));
         let roots: Vec<String> = roots.into_iter().collect();
-        self.load_auth_chains(version, &roots, cache).await?;
+        self.extend_graph(head, &roots, cache).await?;
         self.resolver
-            .resolve(&head.record.room_id, version, sets, cache.pdus.clone())
+            .resolve(&head.record.room_id, &version, head.graph.clone(), sets)
             .await
             .map_err(|e| MatrixError::internal(format!("state resolution failed: {e}")))
+    }
+
+    /// Inserts into the room's graph `roots` and their auth chains, as far
+    /// down as the graph does not hold them yet: every event in the graph
+    /// has its (accepted) auth events in it, so the walk stops at the first
+    /// event it holds, and the new events go in auth events first.
+    async fn extend_graph(
+        &self,
+        head: &mut RoomHead,
+        roots: &[String],
+        cache: &mut Cache,
+    ) -> MatrixResult<()> {
+        let in_graph = |graph: &AuthGraph, id: &str| {
+            graph
+                .event_ix(id)
+                .is_some_and(|event| graph.pdu(event).is_some())
+        };
+        let missing: Vec<String> = roots
+            .iter()
+            .filter(|id| !in_graph(&head.graph, id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let graph_before = head.graph.clone();
+        self.load_auth_chains(
+            &head.version,
+            &missing,
+            |id| in_graph(&graph_before, id),
+            cache,
+        )
+        .await?;
+        // Depth-first, auth events before the events citing them.
+        let graph = Arc::make_mut(&mut head.graph);
+        let mut stack: Vec<(String, bool)> = missing.into_iter().map(|id| (id, false)).collect();
+        let mut placed: HashSet<String> = HashSet::new();
+        while let Some((id, expanded)) = stack.pop() {
+            if placed.contains(&id) || in_graph(graph, &id) {
+                continue;
+            }
+            let Some(pdu) = cache.pdus.get(&id).cloned() else {
+                continue; // rejected or unknown: absent
+            };
+            if expanded {
+                graph
+                    .insert(pdu)
+                    .map_err(|e| MatrixError::internal(format!("state resolution failed: {e}")))?;
+                placed.insert(id);
+            } else {
+                stack.push((id, true));
+                for auth in &pdu.auth_events {
+                    if !placed.contains(auth) {
+                        stack.push((auth.clone(), false));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Loads `roots` and their auth chains into the cache.
@@ -460,9 +521,10 @@ impl LocalRoomWriter {
         &self,
         version: &RoomVersion,
         roots: &[String],
+        known: impl Fn(&str) -> bool,
         cache: &mut Cache,
     ) -> MatrixResult<()> {
-        let walked = self.walk_auth_chains(version, roots, cache).await;
+        let walked = self.walk_auth_chains(version, roots, known, cache).await;
         if walked.is_err() {
             // A walk cut short would leave an event without its chain.
             cache.pdus.clear();
@@ -471,10 +533,12 @@ impl LocalRoomWriter {
         walked
     }
 
+    /// Walks down from `roots`, stopping at events `known` holds.
     async fn walk_auth_chains(
         &self,
         version: &RoomVersion,
         roots: &[String],
+        known: impl Fn(&str) -> bool,
         cache: &mut Cache,
     ) -> MatrixResult<()> {
         let mut frontier: Vec<String> = roots
@@ -500,7 +564,11 @@ impl LocalRoomWriter {
                     next.extend(
                         pdu.auth_events
                             .iter()
-                            .filter(|a| !cache.pdus.contains_key(*a) && !cache.absent.contains(*a))
+                            .filter(|a| {
+                                !cache.pdus.contains_key(*a)
+                                    && !cache.absent.contains(*a)
+                                    && !known(a)
+                            })
                             .cloned(),
                     );
                     cache.pdus.insert(event.event_id, Arc::new(pdu));

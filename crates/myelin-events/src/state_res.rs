@@ -324,8 +324,19 @@ struct Miss<'a> {
 fn lookup<'a>(graph: &AuthGraph, set: &'a StateMap) -> (IxState, Vec<Miss<'a>>) {
     let mut state = Vec::with_capacity(set.len());
     let mut misses = Vec::new();
+    // Most entries are memberships: look the type up once per run of it.
+    let mut kind_keys = None;
     for ((kind, state_key), id) in set {
-        match (graph.key_ix(kind, state_key), graph.event_ix(id)) {
+        let keys = match kind_keys {
+            Some((last, keys)) if last == kind => keys,
+            _ => {
+                let keys = graph.keys_of_kind(kind);
+                kind_keys = Some((kind, keys));
+                keys
+            }
+        };
+        let key = keys.and_then(|keys| keys.get(state_key.as_str()).copied());
+        match (key, graph.event_ix(id)) {
             (Some(key), Some(event)) => state.push((key, event)),
             _ => {
                 misses.push(Miss {

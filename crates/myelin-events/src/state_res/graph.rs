@@ -4,11 +4,11 @@
 //! # The chain cover index
 //!
 //! Every event is placed on a *chain*, a path along `auth_events`: an event
-//! extends the chain of one of its auth events when that auth event is still
-//! the chain's last (preferring the one with the same `(type, state_key)`,
-//! so a user's successive memberships or the successive power levels share a
-//! chain); otherwise it starts a new chain. So on every chain, an event's
-//! auth chain holds every event before it on the chain.
+//! extends the chain of its auth event with the same `(type, state_key)`
+//! when that auth event is still the chain's last (so a user's successive
+//! memberships, or the successive power levels, share a chain); otherwise it
+//! starts a new chain. So on every chain, an event's auth chain holds every
+//! event before it on the chain.
 //!
 //! Each chain keeps *links*: "from position `p` on, this chain's events
 //! reach the first `n` events of chain `c`". An event's auth chain is then
@@ -128,6 +128,11 @@ impl AuthGraph {
         self.key_ix.get(kind)?.get(state_key).copied()
     }
 
+    /// The keys of one event type, by state key.
+    pub(super) fn keys_of_kind(&self, kind: &str) -> Option<&FxHashMap<String, KeyIx>> {
+        self.key_ix.get(kind)
+    }
+
     /// The `(type, state_key)` of a key of this graph.
     pub fn key(&self, key: KeyIx) -> (&str, &str) {
         let (kind, state_key) = &self.key_names[key as usize];
@@ -239,21 +244,18 @@ impl AuthGraph {
     /// Puts `event` on a chain and records the links its auth events add.
     fn place(&mut self, event: EventIx, auth: &[EventIx]) {
         let key = self.keys[event as usize];
-        // Extend the chain of an auth event that is its chain's last,
-        // preferring one with the same state key.
-        let mut extend = None;
-        for &a in auth {
+        // Extend the chain of the auth event with the same state key (a
+        // user's previous membership, the previous power levels) when it
+        // is still its chain's last: chains follow one key's history. Any
+        // other choice is as correct, but sharing chains between keys
+        // scatters each key's history over many chains and multiplies the
+        // links (a room's power levels over hundreds of chains).
+        let extend = auth.iter().copied().find(|&a| {
             let (chain, position) = self.pos[a as usize];
-            if self.chains[chain as usize].events.len() == position as usize + 1 {
-                let same_key = key != NONE && self.keys[a as usize] == key;
-                if extend.is_none() || same_key {
-                    extend = Some(a);
-                    if same_key {
-                        break;
-                    }
-                }
-            }
-        }
+            key != NONE
+                && self.keys[a as usize] == key
+                && self.chains[chain as usize].events.len() == position as usize + 1
+        });
         // What the event reaches: each auth event and what it reaches.
         let mut reach: Vec<(u32, u32)> = Vec::new();
         for &a in auth {

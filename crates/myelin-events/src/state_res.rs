@@ -125,10 +125,7 @@ pub fn resolve_in(
 ) -> Result<StateMap, StateResError> {
     let StateResolutionVersion::V2(rules) = &version.rules.state_res else {
         return v1::resolve(version, state_sets, |id| {
-            graph
-                .event_ix(id)
-                .and_then(|event| graph.pdu(event))
-                .map(|pdu| Arc::new(pdu.clone()))
+            graph.event_ix(id).and_then(|event| graph.pdu_arc(event))
         });
     };
     match state_sets {
@@ -1267,6 +1264,76 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_index_gives_every_events_exact_auth_chain() {
+        let (mut room, base) = Room::new("11");
+        let (mut a, mut b) = (base.clone(), base.clone());
+        for (i, user) in [EVE, "@f:c.test", "@g:d.test"].into_iter().enumerate() {
+            room.join(&mut a, user);
+            let levels = json!({"users": {ALICE: 100, BOB: 50, user: 10 + i}});
+            room.send(&mut a, ALICE, POWER_LEVELS, "", levels, T0 + i as i64);
+            let leave = json!({"membership": "leave"});
+            room.send(&mut b, CAROL, MEMBER, CAROL, leave, T0);
+            room.join(&mut b, CAROL);
+            let topic = json!({"topic": format!("t{i}")});
+            room.send(&mut b, BOB, "m.room.topic", "", topic, T0);
+        }
+        // Auth events first, as a server inserts what it accepts.
+        let mut graph = AuthGraph::new();
+        let mut ids: Vec<&String> = room.events.keys().collect();
+        ids.sort();
+        let mut stack: Vec<(&String, bool)> = ids.into_iter().map(|id| (id, false)).collect();
+        while let Some((id, expanded)) = stack.pop() {
+            let pdu = &room.events[id];
+            if graph.event_ix(id).is_some() {
+                continue;
+            }
+            if expanded {
+                graph.insert(pdu.clone()).unwrap();
+            } else {
+                stack.push((id, true));
+                stack.extend(pdu.auth_events.iter().map(|a| (a, false)));
+            }
+        }
+        assert_eq!(graph.len(), room.events.len());
+        for event in 0..graph.len() as EventIx {
+            let mut walked = Vec::new();
+            let mut stack = graph.auth(event).to_vec();
+            while let Some(a) = stack.pop() {
+                if !walked.contains(&a) {
+                    walked.push(a);
+                    stack.extend_from_slice(graph.auth(a));
+                }
+            }
+            walked.sort_unstable();
+            assert_eq!(
+                graph.indexed_auth_chain(event),
+                walked,
+                "{}",
+                graph.id(event)
+            );
+        }
+        // Chains follow one key's history: every power levels event is on
+        // one chain, and so are Carol's memberships.
+        let chain_of = |kind: &str, state_key: &str| -> Vec<u32> {
+            let mut chains: Vec<u32> = (0..graph.len() as EventIx)
+                .filter(|&e| {
+                    let pdu = graph.pdu(e).unwrap();
+                    pdu.kind == kind && pdu.state_key.as_deref() == Some(state_key)
+                })
+                .map(|e| graph.position(e).unwrap().0)
+                .collect();
+            chains.dedup();
+            chains
+        };
+        assert_eq!(chain_of(POWER_LEVELS, "").len(), 1);
+        assert_eq!(chain_of(MEMBER, CAROL).len(), 1);
+        // Inserting twice is harmless.
+        let again = graph.insert(room.events.values().next().unwrap().clone());
+        assert!(again.is_ok());
+        assert_eq!(graph.len(), room.events.len());
     }
 
     #[test]

@@ -122,6 +122,11 @@ impl AuthGraph {
         self.pdus.get(event as usize)?.as_deref()
     }
 
+    /// The event, shared, if it was inserted.
+    pub fn pdu_arc(&self, event: EventIx) -> Option<Arc<Pdu>> {
+        self.pdus.get(event as usize)?.clone()
+    }
+
     /// The index of a `(type, state_key)`, if any event of the graph or
     /// interned state has it.
     pub fn key_ix(&self, kind: &str, state_key: &str) -> Option<KeyIx> {
@@ -348,6 +353,26 @@ impl AuthGraph {
         {
             raise(link.chain, link.count);
         }
+    }
+
+    /// The auth chain of an inserted event as the index gives it, sorted
+    /// (for tests: it must equal the walked one).
+    #[cfg(test)]
+    pub(super) fn indexed_auth_chain(&self, event: EventIx) -> Vec<EventIx> {
+        let Some((chain, position)) = self.position(event) else {
+            return Vec::new();
+        };
+        let mut reached = vec![0u32; self.chains.len()];
+        self.reach_into(chain, position, |to, count| {
+            reached[to as usize] = reached[to as usize].max(count);
+        });
+        let mut events: Vec<EventIx> = reached
+            .iter()
+            .enumerate()
+            .flat_map(|(c, &count)| self.chain_events(c as u32, 0, count).iter().copied())
+            .collect();
+        events.sort_unstable();
+        events
     }
 
     /// Events at positions `from..to` of `chain`.

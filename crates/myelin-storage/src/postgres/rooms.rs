@@ -162,6 +162,21 @@ async fn intern_state_key(
     }
 }
 
+/// The length of a snapshot's delta chain (0 for the empty state).
+async fn chain_length(client: &impl GenericClient, snapshot: i64) -> StorageResult<i64> {
+    if snapshot == 0 {
+        return Ok(0);
+    }
+    first_i64(
+        &query_one(
+            client,
+            "SELECT chain_length FROM state_snapshots WHERE snapshot_nid = $1",
+            &[&snapshot],
+        )
+        .await?,
+    )
+}
+
 /// Writes the snapshot `base` plus `state_key_nid → event_nid`: a one-entry
 /// delta on `base`, or a full copy once `base`'s chain is as long as allowed
 /// (or there is no base). Returns its nid.
@@ -172,18 +187,7 @@ async fn write_snapshot(
     state_key_nid: i64,
     event_nid: i64,
 ) -> StorageResult<i64> {
-    let base_length = if base == 0 {
-        0
-    } else {
-        first_i64(
-            &query_one(
-                client,
-                "SELECT chain_length FROM state_snapshots WHERE snapshot_nid = $1",
-                &[&base],
-            )
-            .await?,
-        )?
-    };
+    let base_length = chain_length(client, base).await?;
     let delta = base != 0 && base_length < STATE_CHAIN_LENGTH_MAX;
     let (base_nid, chain_length) = if delta {
         (Some(base), base_length + 1)
@@ -349,18 +353,7 @@ async fn write_state(
     state: &HashMap<i64, i64>,
 ) -> StorageResult<i64> {
     let base_pairs = snapshot_pairs(client, base).await?;
-    let base_length = if base == 0 {
-        0
-    } else {
-        first_i64(
-            &query_one(
-                client,
-                "SELECT chain_length FROM state_snapshots WHERE snapshot_nid = $1",
-                &[&base],
-            )
-            .await?,
-        )?
-    };
+    let base_length = chain_length(client, base).await?;
     let over = (base != 0).then_some((&base_pairs, base_length));
     let Some((entries, full)) = snapshot_entries(over, state) else {
         return Ok(base);

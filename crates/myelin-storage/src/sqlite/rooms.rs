@@ -135,6 +135,15 @@ fn intern_state_key(tx: &Transaction<'_>, kind: &str, state_key: &str) -> rusqli
     Ok(nid)
 }
 
+/// The length of a snapshot's delta chain (0 for the empty state).
+fn chain_length(tx: &Transaction, snapshot: i64) -> rusqlite::Result<i64> {
+    if snapshot == 0 {
+        return Ok(0);
+    }
+    tx.prepare_cached("SELECT chain_length FROM state_snapshots WHERE snapshot_nid = ?1")?
+        .query_row([snapshot], |row| row.get(0))
+}
+
 /// Writes the snapshot `base` plus `state_key_nid → event_nid`: a one-entry
 /// delta on `base`, or a full copy once `base`'s chain is as long as allowed
 /// (or there is no base). Returns its nid.
@@ -145,12 +154,7 @@ fn write_snapshot(
     state_key_nid: i64,
     event_nid: i64,
 ) -> rusqlite::Result<i64> {
-    let base_length: i64 = if base == 0 {
-        0
-    } else {
-        tx.prepare_cached("SELECT chain_length FROM state_snapshots WHERE snapshot_nid = ?1")?
-            .query_row([base], |row| row.get(0))?
-    };
+    let base_length = chain_length(tx, base)?;
     let snapshot_nid = next_counter(tx, "snapshot_nid")?;
     if base != 0 && base_length < STATE_CHAIN_LENGTH_MAX {
         tx.prepare_cached(
@@ -282,12 +286,7 @@ fn write_state(
     state: &HashMap<i64, i64>,
 ) -> rusqlite::Result<i64> {
     let base_pairs = snapshot_pairs(tx, base)?;
-    let base_length: i64 = if base == 0 {
-        0
-    } else {
-        tx.prepare_cached("SELECT chain_length FROM state_snapshots WHERE snapshot_nid = ?1")?
-            .query_row([base], |row| row.get(0))?
-    };
+    let base_length = chain_length(tx, base)?;
     let over = (base != 0).then_some((&base_pairs, base_length));
     let Some((entries, full)) = snapshot_entries(over, state) else {
         return Ok(base);

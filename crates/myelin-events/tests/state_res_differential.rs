@@ -572,8 +572,14 @@ fn our_resolution_matches_ruma_state_res() {
     let started = std::time::Instant::now();
     let (mut resolutions, mut conflicted, mut skipped_joins) = (0, 0, 0);
     let (mut ours, mut ruma) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    // `STATE_RES_SEEDS=1000 cargo test --release -p myelin-events --test
+    // state_res_differential` runs a larger sweep (seeds from 0).
+    let seeds: u64 = std::env::var("STATE_RES_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SEEDS);
     for id in VERSIONS {
-        for seed in 0..SEEDS {
+        for seed in 0..seeds {
             let mut generator = Generator::new(version(id), seed);
             generator.run();
             resolutions += generator.resolutions;
@@ -588,9 +594,10 @@ fn our_resolution_matches_ruma_state_res() {
         "{conflicted} of {resolutions}"
     );
     eprintln!(
-        "{resolutions} resolutions ({conflicted} with conflicts) in {:?}: \
+        "{} room DAGs, {resolutions} resolutions ({conflicted} with conflicts) in {:?}: \
          ours {ours:?}, ruma {ruma:?} (ruma's time includes the auth chains walked for it); \
          {skipped_joins} joins not sent for want of join rules",
+        seeds * VERSIONS.len() as u64,
         started.elapsed()
     );
 }

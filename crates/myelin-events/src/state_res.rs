@@ -534,11 +534,12 @@ fn auth_difference(graph: &AuthGraph, split: &Split) -> Vec<EventIx> {
             }
         }
     }
-    let reach_of = |from: &[u32]| {
+    // What the furthest events of chains `offset..` reach, per chain.
+    let reach_of = |offset: usize, furthest: &[u32]| {
         let mut reached = vec![0u32; chains];
-        for (chain, &position) in from.iter().enumerate() {
+        for (i, &position) in furthest.iter().enumerate() {
             if position != NONE {
-                graph.reach_into(chain as u32, position, |to, count| {
+                graph.reach_into((offset + i) as u32, position, |to, count| {
                     let slot = &mut reached[to as usize];
                     *slot = (*slot).max(count);
                 });
@@ -548,15 +549,11 @@ fn auth_difference(graph: &AuthGraph, split: &Split) -> Vec<EventIx> {
     };
     let threads = rayon::current_num_threads();
     let shared = if split.unconflicted.len() >= PARALLEL_ENTRIES_MIN && threads > 1 {
+        let part = chains.div_ceil(threads);
         furthest
-            .par_chunks(chains.div_ceil(threads))
+            .par_chunks(part)
             .enumerate()
-            .map(|(i, part)| {
-                // `reach_of` indexes chains from 0; shift the part back.
-                let mut from = vec![NONE; i * chains.div_ceil(threads)];
-                from.extend_from_slice(part);
-                reach_of(&from)
-            })
+            .map(|(i, furthest)| reach_of(i * part, furthest))
             .reduce_with(|mut a, b| {
                 for (x, y) in a.iter_mut().zip(b) {
                     *x = (*x).max(y);
@@ -565,7 +562,7 @@ fn auth_difference(graph: &AuthGraph, split: &Split) -> Vec<EventIx> {
             })
             .unwrap_or_else(|| vec![0; chains])
     } else {
-        reach_of(&furthest)
+        reach_of(0, &furthest)
     };
 
     let own = |events: &Vec<EventIx>| {

@@ -112,6 +112,12 @@ impl AuthGraph {
         self.id_ix.get(event_id).copied()
     }
 
+    /// Whether the event was inserted (not only named by a state set).
+    pub fn holds(&self, event_id: &str) -> bool {
+        self.event_ix(event_id)
+            .is_some_and(|event| self.pdus[event as usize].is_some())
+    }
+
     /// The id of an event of this graph.
     pub fn event_id(&self, event: EventIx) -> &str {
         &self.ids[event as usize]

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use myelin_core::{ErrorKind, MatrixError, MatrixResult};
-use myelin_events::state_res::{AuthGraph, RESOLUTION_EVENTS_MAX};
+use myelin_events::state_res::RESOLUTION_EVENTS_MAX;
 use myelin_events::{
     Pdu, RoomVersion, StateMap, auth_types_for_event, check_auth, check_auth_events,
 };
@@ -228,8 +228,7 @@ impl LocalRoomWriter {
                 // The event is not stored yet: resolution gets it, and its
                 // auth chain, from the cache.
                 let graph = head.graph.clone();
-                let known = |id: &str| graph.event_ix(id).is_some_and(|e| graph.pdu(e).is_some());
-                self.load_auth_chains(&version, &pdu.auth_events, known, cache)
+                self.load_auth_chains(&version, &pdu.auth_events, |id| graph.holds(id), cache)
                     .await?;
                 cache.absent.remove(&pdu.event_id);
                 cache
@@ -467,33 +466,25 @@ impl LocalRoomWriter {
         roots: &[String],
         cache: &mut Cache,
     ) -> MatrixResult<()> {
-        let in_graph = |graph: &AuthGraph, id: &str| {
-            graph
-                .event_ix(id)
-                .is_some_and(|event| graph.pdu(event).is_some())
-        };
         let missing: Vec<String> = roots
             .iter()
-            .filter(|id| !in_graph(&head.graph, id))
+            .filter(|id| !head.graph.holds(id))
             .cloned()
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
         let graph_before = head.graph.clone();
-        self.load_auth_chains(
-            &head.version,
-            &missing,
-            |id| in_graph(&graph_before, id),
-            cache,
-        )
-        .await?;
-        // Depth-first, auth events before the events citing them.
+        self.load_auth_chains(&head.version, &missing, |id| graph_before.holds(id), cache)
+            .await?;
+        // Depth-first, auth events before the events citing them; each
+        // event is expanded once (stored events cannot cite in a cycle, but
+        // the walk must end even if they did).
         let graph = Arc::make_mut(&mut head.graph);
         let mut stack: Vec<(String, bool)> = missing.into_iter().map(|id| (id, false)).collect();
-        let mut placed: HashSet<String> = HashSet::new();
+        let mut expanded_ids: HashSet<String> = HashSet::new();
         while let Some((id, expanded)) = stack.pop() {
-            if placed.contains(&id) || in_graph(graph, &id) {
+            if graph.holds(&id) {
                 continue;
             }
             let Some(pdu) = cache.pdus.get(&id).cloned() else {
@@ -503,14 +494,9 @@ impl LocalRoomWriter {
                 graph
                     .insert(pdu)
                     .map_err(|e| MatrixError::internal(format!("state resolution failed: {e}")))?;
-                placed.insert(id);
-            } else {
+            } else if expanded_ids.insert(id.clone()) {
                 stack.push((id, true));
-                for auth in &pdu.auth_events {
-                    if !placed.contains(auth) {
-                        stack.push((auth.clone(), false));
-                    }
-                }
+                stack.extend(pdu.auth_events.iter().map(|auth| (auth.clone(), false)));
             }
         }
         Ok(())

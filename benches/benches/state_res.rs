@@ -22,6 +22,12 @@
 //! - `state_res/ruma_given_chains/{N}`: ruma-state-res given the auth chains
 //!   computed outside the timing, as a server with an auth chain cache would.
 //!
+//! - `state_res/rooms/{N}` and `state_res/rooms_1thread/{N}` (for N up to
+//!   10,000): `resolve_in` for eight different rooms of N state events at
+//!   once (seeds 1 to 8), rooms in parallel on rayon's global pool against
+//!   the same on a one-thread pool: a server resolving its rooms' forks on
+//!   its state resolution pool.
+//!
 //! `myelin` against `ruma_given_chains` is the like-for-like comparison of
 //! two servers that keep an index of the auth chains; `myelin_cold` against
 //! `ruma` that of two that do not. For v12 ruma's conflicted-subgraph
@@ -38,6 +44,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use myelin_benches::state_res_workload::{Workload, WorkloadParams, from_ruma_state_map};
 use myelin_events::state_res::{AuthGraph, resolve_ix};
+use rayon::prelude::*;
 
 fn sizes() -> Vec<usize> {
     std::env::var("STATE_RES_SIZES")
@@ -137,8 +144,39 @@ fn state_res(c: &mut Criterion) {
             },
         );
     }
+
+    // Independent rooms, resolved at once.
+    for n in sizes().into_iter().filter(|&n| n <= 10_000) {
+        let rooms: Vec<(Workload, AuthGraph)> = (1..=ROOMS)
+            .map(|seed| {
+                let workload = Workload::generate(&WorkloadParams {
+                    version,
+                    seed,
+                    ..WorkloadParams::new(n)
+                });
+                let graph = workload.graph();
+                (workload, graph)
+            })
+            .collect();
+        let resolve_all = |rooms: &[(Workload, AuthGraph)]| {
+            rooms.par_iter().for_each(|(w, graph)| {
+                black_box(w.resolve_myelin(graph).expect("ours resolves"));
+            });
+        };
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(5));
+        group.bench_with_input(BenchmarkId::new("rooms", n), &rooms, |b, rooms| {
+            b.iter(|| resolve_all(rooms));
+        });
+        group.bench_with_input(BenchmarkId::new("rooms_1thread", n), &rooms, |b, rooms| {
+            one_thread.install(|| b.iter(|| resolve_all(rooms)));
+        });
+    }
     group.finish();
 }
+
+/// Rooms resolved at once in `state_res/rooms/{N}`.
+const ROOMS: u64 = 8;
 
 criterion_group!(benches, state_res);
 criterion_main!(benches);

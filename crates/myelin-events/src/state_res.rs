@@ -137,8 +137,8 @@ pub fn resolve_in(
     let sets = overlay.intern(graph, state_sets);
     let key_count = graph.key_count() + overlay.keys.len();
     let resolved = resolve_core(graph, version, rules, &sets, key_count)?;
-    let mut map = StateMap::with_capacity(resolved.len());
-    for (key, event) in resolved {
+    // The strings are copied in parallel; the map is filled on one thread.
+    let owned = |&(key, event): &(KeyIx, EventIx)| {
         let key = match key.checked_sub(graph.key_count() as KeyIx) {
             None => {
                 let (kind, state_key) = graph.key(key);
@@ -150,8 +150,19 @@ pub fn resolve_in(
             None => graph.event_id(event).to_owned(),
             Some(extra) => overlay.events[extra as usize].clone(),
         };
-        map.insert(key, id);
-    }
+        (key, id)
+    };
+    let entries: Vec<((String, String), String)> = if resolved.len() >= PARALLEL_ENTRIES_MIN {
+        resolved
+            .par_iter()
+            .with_min_len(LOOKUP_CHUNK)
+            .map(owned)
+            .collect()
+    } else {
+        resolved.iter().map(owned).collect()
+    };
+    let mut map = StateMap::with_capacity(entries.len());
+    map.extend(entries);
     Ok(map)
 }
 
@@ -308,22 +319,24 @@ struct Overlay {
     key_ix: FxHashMap<(String, String), KeyIx>,
 }
 
-/// An entry of a state set that the graph does not know.
-struct Miss<'a> {
-    at: usize,
-    kind: &'a str,
-    state_key: &'a str,
-    id: &'a str,
-}
+/// Entries looked up per parallel task: a few hundred microseconds of
+/// hash lookups, enough to outweigh a task's scheduling.
+const LOOKUP_CHUNK: usize = 2048;
 
-/// A state set's entries as the graph's indexes, with those it does not
-/// know left `NONE` and listed.
-fn lookup<'a>(graph: &AuthGraph, set: &'a StateMap) -> (IxState, Vec<Miss<'a>>) {
-    let mut state = Vec::with_capacity(set.len());
-    let mut misses = Vec::new();
+/// One state entry, borrowed from a [`StateMap`].
+type Entry<'a> = (&'a (String, String), &'a String);
+
+/// Looks a run of state entries up in the graph: their indexes, `NONE`
+/// for an entry whose key or event the graph does not know.
+fn lookup_run<'a>(
+    graph: &AuthGraph,
+    entries: impl Iterator<Item = Entry<'a>>,
+    out: &mut IxState,
+) -> usize {
+    let mut misses = 0;
     // Most entries are memberships: look the type up once per run of it.
     let mut kind_keys = None;
-    for ((kind, state_key), id) in set {
+    for ((kind, state_key), id) in entries {
         let keys = match kind_keys {
             Some((last, keys)) if last == kind => keys,
             _ => {
@@ -334,42 +347,70 @@ fn lookup<'a>(graph: &AuthGraph, set: &'a StateMap) -> (IxState, Vec<Miss<'a>>) 
         };
         let key = keys.and_then(|keys| keys.get(state_key.as_str()).copied());
         match (key, graph.event_ix(id)) {
-            (Some(key), Some(event)) => state.push((key, event)),
+            (Some(key), Some(event)) => out.push((key, event)),
             _ => {
-                misses.push(Miss {
-                    at: state.len(),
-                    kind,
-                    state_key,
-                    id,
-                });
-                state.push((NONE, NONE));
+                misses += 1;
+                out.push((NONE, NONE));
             }
         }
+    }
+    misses
+}
+
+/// A state set's entries as the graph's indexes, in the set's iteration
+/// order, with those it does not know left `NONE`; and how many those are.
+/// Large sets are looked up in parallel chunks.
+fn lookup(graph: &AuthGraph, set: &StateMap) -> (IxState, usize) {
+    let mut state = IxState::with_capacity(set.len());
+    if set.len() < PARALLEL_ENTRIES_MIN {
+        let misses = lookup_run(graph, set.iter(), &mut state);
+        return (state, misses);
+    }
+    let entries: Vec<Entry> = set.iter().collect();
+    let chunks: Vec<(IxState, usize)> = entries
+        .par_chunks(LOOKUP_CHUNK)
+        .map(|chunk| {
+            let mut out = IxState::with_capacity(chunk.len());
+            let misses = lookup_run(graph, chunk.iter().copied(), &mut out);
+            (out, misses)
+        })
+        .collect();
+    let mut misses = 0;
+    for (chunk, chunk_misses) in chunks {
+        state.extend_from_slice(&chunk);
+        misses += chunk_misses;
     }
     (state, misses)
 }
 
 impl Overlay {
-    /// Interns the state sets (in parallel when they are large).
+    /// Interns the state sets (sets, and chunks of large ones, in
+    /// parallel).
     fn intern(&mut self, graph: &AuthGraph, state_sets: &[StateMap]) -> Vec<IxState> {
-        let lookup = |set| lookup(graph, set);
         let entries: usize = state_sets.iter().map(HashMap::len).sum();
-        let looked_up: Vec<(IxState, Vec<Miss>)> = if entries >= PARALLEL_ENTRIES_MIN {
-            state_sets.par_iter().map(lookup).collect()
+        let looked_up: Vec<(IxState, usize)> = if entries >= PARALLEL_ENTRIES_MIN {
+            state_sets
+                .par_iter()
+                .map(|set| lookup(graph, set))
+                .collect()
         } else {
-            state_sets.iter().map(lookup).collect()
+            state_sets.iter().map(|set| lookup(graph, set)).collect()
         };
         looked_up
             .into_iter()
-            .map(|(mut state, misses)| {
-                for miss in misses {
-                    let key = graph
-                        .key_ix(miss.kind, miss.state_key)
-                        .unwrap_or_else(|| self.key(graph, miss.kind, miss.state_key));
-                    let event = graph
-                        .event_ix(miss.id)
-                        .unwrap_or_else(|| self.event(graph, miss.id));
-                    state[miss.at] = (key, event);
+            .zip(state_sets)
+            .map(|((mut state, misses), set)| {
+                if misses > 0 {
+                    // An unchanged map iterates in the same order again.
+                    for (slot, ((kind, state_key), id)) in state.iter_mut().zip(set) {
+                        if slot.0 == NONE {
+                            let key = graph
+                                .key_ix(kind, state_key)
+                                .unwrap_or_else(|| self.key(graph, kind, state_key));
+                            let event = graph.event_ix(id).unwrap_or_else(|| self.event(graph, id));
+                            *slot = (key, event);
+                        }
+                    }
                 }
                 state
             })
@@ -763,37 +804,56 @@ impl FullSet {
             mainline.push(event);
             current = power_levels_of(graph, event);
         }
-        let mut position: FxHashMap<EventIx, u32> = mainline
+        let mainline: FxHashMap<EventIx, u32> = mainline
             .iter()
             .enumerate()
             .map(|(i, &event)| (event, (mainline.len() - i) as u32))
             .collect();
-        let mut path = Vec::new();
-        let mut keyed: Vec<(u32, i64, u32, EventIx)> = events
-            .iter()
-            .map(|&event| {
-                let mut current = Some(event);
-                let mut found = 0;
-                while let Some(n) = current {
-                    if let Some(&p) = position.get(&n) {
-                        found = p;
-                        break;
+        // Each task walks its events' power levels up to the mainline,
+        // remembering the positions found on the way (in its own memo:
+        // tasks share only the mainline).
+        let key_chunk = |chunk: &[EventIx]| {
+            let mut memo: FxHashMap<EventIx, u32> = FxHashMap::default();
+            let mut path = Vec::new();
+            let keyed: Vec<(u32, i64, u32, EventIx)> = chunk
+                .iter()
+                .map(|&event| {
+                    let mut current = Some(event);
+                    let mut found = 0;
+                    while let Some(n) = current {
+                        if let Some(&p) = mainline.get(&n).or_else(|| memo.get(&n)) {
+                            found = p;
+                            break;
+                        }
+                        if path.contains(&n) {
+                            break;
+                        }
+                        path.push(n);
+                        current = power_levels_of(graph, n);
                     }
-                    if path.contains(&n) {
-                        break;
+                    for n in path.drain(..) {
+                        memo.insert(n, found);
                     }
-                    path.push(n);
-                    current = power_levels_of(graph, n);
-                }
-                for n in path.drain(..) {
-                    position.insert(n, found);
-                }
-                let ts = graph.pdu(event).map_or(0, |p| p.origin_server_ts);
-                let rank = self.local(event).map_or(NONE, |l| self.rank[l]);
-                (found, ts, rank, event)
-            })
-            .collect();
-        keyed.sort_unstable();
+                    let ts = graph.pdu(event).map_or(0, |p| p.origin_server_ts);
+                    let rank = self.local(event).map_or(NONE, |l| self.rank[l]);
+                    (found, ts, rank, event)
+                })
+                .collect();
+            keyed
+        };
+        let keyed = if events.len() >= PARALLEL_EVENTS_MIN {
+            let chunks: Vec<_> = events
+                .par_chunks(PARALLEL_EVENTS_MIN)
+                .map(key_chunk)
+                .collect();
+            let mut keyed = chunks.concat();
+            keyed.par_sort_unstable();
+            keyed
+        } else {
+            let mut keyed = key_chunk(events);
+            keyed.sort_unstable();
+            keyed
+        };
         keyed.into_iter().map(|(_, _, _, event)| event).collect()
     }
 }

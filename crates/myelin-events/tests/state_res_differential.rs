@@ -637,3 +637,62 @@ fn join_without_join_rules_is_a_known_auth_rules_difference() {
     );
     assert!(ruma.is_err(), "ruma now allows it: {ruma:?}");
 }
+
+/// A room big enough for every parallel path of the resolution: state sets
+/// of over 4,096 entries (looked up in parallel chunks), and hundreds of
+/// conflicted power events and other events (power levels of senders and
+/// mainline positions computed in parallel). Three branches fork from a
+/// room of 4,200 members; on each, new users join, members leave, and the
+/// moderator kicks members and changes the topic, and Alice changes the
+/// power levels (so the mainline decides the topic).
+#[test]
+fn a_big_room_takes_the_parallel_paths_and_still_matches_ruma() {
+    const MEMBERS: usize = 4_200;
+    const PER_BRANCH: usize = 120;
+    for id in ["11", "12"] {
+        let mut generator = Generator::new(version(id), 0);
+        let mut base = generator.create_room();
+        generator.created = true;
+        let members: Vec<String> = (0..MEMBERS).map(|i| format!("@m{i}:d.test")).collect();
+        for member in &members {
+            let join = json!({"membership": "join"});
+            assert!(generator.send(&mut base, member, "m.room.member", Some(member), join));
+        }
+        let mut branches = vec![base.clone(); 3];
+        for (b, branch) in branches.iter_mut().enumerate() {
+            for i in 0..PER_BRANCH {
+                // Each branch works on its own members, so most events stay
+                // valid on their branch and conflict with the others.
+                let member = &members[(b * PER_BRANCH + i) * 3];
+                let newcomer = format!("@n{b}x{i}:e.test");
+                let leave = json!({"membership": "leave"});
+                let join = json!({"membership": "join"});
+                assert!(generator.send(branch, MOD, "m.room.member", Some(member), leave));
+                let other = &members[(b * PER_BRANCH + i) * 3 + 1];
+                let own_leave = json!({"membership": "leave"});
+                assert!(generator.send(branch, other, "m.room.member", Some(other), own_leave));
+                assert!(generator.send(branch, &newcomer, "m.room.member", Some(&newcomer), join));
+                if i % 40 == 5 {
+                    let mut users = json!({MOD: 50, format!("@pl{b}x{i}:e.test"): 1});
+                    if !generator.bob_creates {
+                        users[BOB] = json!(50);
+                    }
+                    let rules = &generator.version.rules.authorization;
+                    if !rules.explicitly_privilege_room_creators {
+                        users[ALICE] = json!(100);
+                    }
+                    let levels = json!({"users": users});
+                    assert!(generator.send(branch, ALICE, "m.room.power_levels", Some(""), levels));
+                }
+                if i % 10 == 0 {
+                    let topic = json!({"topic": format!("branch {b}, {i}")});
+                    assert!(generator.send(branch, MOD, "m.room.topic", Some(""), topic));
+                }
+            }
+        }
+        let all: Vec<&Branch> = branches.iter().collect();
+        let resolved = generator.check(&all, 0);
+        assert!(resolved.len() > MEMBERS, "v{id}: {}", resolved.len());
+        generator.check(&[&branches[0], &base], 1);
+    }
+}

@@ -1,29 +1,21 @@
-//! `loadtest`: drives any homeserver through the Client-Server API and
-//! reports what operators care about. Scenarios:
-//!
-//! - `messages`: N users in M rooms send K messages each, as fast as the
-//!   server answers (closed loop): messages/s and send latency.
-//! - `sync-fanout`: one sender in a room of K members who all long-poll
-//!   `/sync`: the time from the send's 200 until each member's `/sync`
-//!   returns the event.
-//!
-//! - `media`: one user uploads files of a given size, then downloads them:
-//!   MB/s each way.
-//!
-//! Users register through the UIA `m.login.dummy` flow, so the server must
-//! allow open registration with its rate limits off.
+//! The `loadtest` command line; see the library for the scenarios.
 
-mod client;
-mod report;
-mod scenarios;
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use loadtest::client::{Registration, Server};
+use loadtest::scenarios::{self, Context, Scenario};
+use loadtest::{compare, html, report};
 
+/// Load-test a Matrix homeserver over the Client-Server API.
+///
+/// Users register through the UIA `m.login.dummy` flow (the server must
+/// allow open registration, with its rate limits off), or with
+/// --registration-shared-secret through Synapse's shared-secret admin API.
+/// The JSON result goes to stdout, a summary to stderr.
 #[derive(Parser)]
-#[command(
-    name = "loadtest",
-    about = "Load-test a Matrix homeserver over the Client-Server API"
-)]
+#[command(name = "loadtest")]
 struct Cli {
     /// The homeserver's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8008")]
@@ -31,63 +23,117 @@ struct Cli {
     /// A label for the report (the server under test).
     #[arg(long, default_value = "server")]
     label: String,
+    /// Also write the JSON result to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the HTML report of this run to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// The server's process id: its RSS and CPU are sampled from /proc every
+    /// 250 ms during the measured phase.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Register users with Synapse's shared-secret admin registration
+    /// (/_synapse/admin/v1/register) instead of open registration.
+    #[arg(long)]
+    registration_shared_secret: Option<String>,
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Command,
 }
 
 #[derive(Subcommand)]
-enum Scenario {
-    /// Users send messages into rooms as fast as the server answers.
-    Messages {
-        /// Sending users.
-        #[arg(long, default_value_t = 10)]
-        users: usize,
-        /// Rooms; user i sends into room i % rooms.
-        #[arg(long, default_value_t = 1)]
-        rooms: usize,
-        /// Messages each user sends.
-        #[arg(long, default_value_t = 100)]
-        messages: usize,
+enum Command {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Compare result JSON files side by side (Markdown to stdout).
+    Compare {
+        /// Result files written by --out (or saved stdout).
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Write an HTML page with bar charts.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Also write the Markdown to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
     },
-    /// One sender, K members long-polling /sync: delivery latency.
-    SyncFanout {
-        /// Members long-polling /sync.
-        #[arg(long, default_value_t = 10)]
-        members: usize,
-        /// Messages sent, one after another.
-        #[arg(long, default_value_t = 100)]
-        messages: usize,
-    },
-    /// Upload then download files: MB/s each way.
-    Media {
-        /// Size of each file, in MiB.
-        #[arg(long, default_value_t = 50)]
-        size_mb: usize,
-        /// Files uploaded (then downloaded), one after another.
-        #[arg(long, default_value_t = 3)]
-        count: usize,
-    },
+}
+
+/// The top-level help, followed by every scenario's options.
+fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let mut scenarios_help = String::from("Scenarios and their options:\n");
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let mut sub = sub
+            .clone()
+            .help_template("{usage}\n{about}\n{options}")
+            .disable_help_flag(true);
+        let text = sub.render_help().to_string();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.strip_prefix("Usage: ").unwrap_or(line);
+            let indent = if i == 0 {
+                "  loadtest [OPTIONS] "
+            } else {
+                "    "
+            };
+            if !line.trim().is_empty() {
+                scenarios_help.push_str(&format!("{indent}{}\n", line.trim_end()));
+            }
+        }
+        scenarios_help.push('\n');
+    }
+    cmd.after_help(scenarios_help)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let server = client::Server::new(&cli.base_url);
-    let report = match cli.scenario {
-        Scenario::Messages {
-            users,
-            rooms,
-            messages,
-        } => scenarios::messages(&server, users, rooms.max(1), messages).await?,
-        Scenario::SyncFanout { members, messages } => {
-            scenarios::sync_fanout(&server, members, messages).await?
-        }
-        Scenario::Media { size_mb, count } => {
-            scenarios::media(&server, size_mb, count.max(1)).await?
-        }
+    let cli = Cli::from_arg_matches(&command().get_matches())?;
+    let scenario = match cli.command {
+        Command::Compare {
+            files,
+            html,
+            markdown,
+        } => return run_compare(&files, html, markdown),
+        Command::Scenario(scenario) => scenario,
     };
-    let report = report.labelled(&cli.label);
+    let registration = match cli.registration_shared_secret {
+        Some(secret) => Registration::SharedSecret(secret),
+        None => Registration::Dummy,
+    };
+    let ctx = Context {
+        server: Server::new(&cli.base_url, registration),
+        server_pid: cli.server_pid,
+    };
+    let report = scenarios::run(&ctx, &scenario).await?.labelled(&cli.label);
     eprintln!("{}", report.summary());
-    println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    let json = report.to_json();
+    let text = report::to_pretty_json(&json);
+    println!("{text}");
+    if let Some(path) = cli.out {
+        std::fs::write(&path, format!("{text}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = cli.html {
+        std::fs::write(&path, html::render_run(&json))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_compare(
+    files: &[PathBuf],
+    html: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let reports = compare::load(files)?;
+    let md = compare::markdown(&reports);
+    print!("{md}");
+    if let Some(path) = markdown {
+        std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(&path, compare::html(&reports))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }

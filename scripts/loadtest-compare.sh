@@ -58,17 +58,8 @@ SYNAPSE_PORT=18301
 MYELIN_DB=myelin_loadtest_compare
 SYNAPSE_DB=synapse_loadtest_compare
 
-log() { printf '\n== %s\n' "$*" >&2; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    as_root apt-get update -qq
-    APT_UPDATED=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=scripts/lib/setup.sh
+. scripts/lib/setup.sh
 
 # --- Cleanup ---------------------------------------------------------------
 SERVER=""          # pid of the server running now (the server process itself)
@@ -124,42 +115,7 @@ fi
 # --- PostgreSQL ------------------------------------------------------------
 # Needed by myelin-postgres and synapse-postgres (every mode but a
 # myelin-only run could skip it; it is set up whatever the mode, for brevity).
-pg_ready() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; }
-
-if ! pg_ready; then
-  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-    log "installing PostgreSQL"
-    apt_install postgresql postgresql-client
-  fi
-  log "starting PostgreSQL"
-  if command -v pg_ctlcluster >/dev/null 2>&1; then
-    # shellcheck disable=SC2012
-    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -1)"
-    if [ -z "$version" ]; then
-      # shellcheck disable=SC2012
-      version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
-      as_root pg_createcluster "$version" main
-    fi
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-  fi
-  for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
-  pg_ready || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
-fi
-
-# A fresh Debian cluster authenticates TCP clients by password: give the
-# postgres role the password of the default URL (harmless under trust auth).
-if [ "$ADMIN_URL" = "postgres://postgres:postgres@127.0.0.1:5432/postgres" ]; then
-  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
-    log "setting the postgres role's password"
-    if [ "$(id -u)" -eq 0 ]; then
-      su postgres -c "psql -q -c \"ALTER ROLE postgres PASSWORD 'postgres'\""
-    else
-      sudo -u postgres psql -q -c "ALTER ROLE postgres PASSWORD 'postgres'"
-    fi
-  fi
-fi
-psql "$ADMIN_URL" -Atqc 'select 1' >/dev/null \
-  || { echo "cannot connect to PostgreSQL at $ADMIN_URL" >&2; exit 1; }
+ensure_postgres "$ADMIN_URL"
 
 # The admin URL's parts, for Synapse's configuration.
 if [[ "$ADMIN_URL" =~ ^postgres(ql)?://([^:@/]+)(:([^@/]*))?@([^:/]+)(:([0-9]+))?/ ]]; then
@@ -353,7 +309,7 @@ log "comparing"
 shopt -s nullglob
 reports=("$OUT"/*.json)
 shopt -u nullglob
-if [ "${#reports[@]}" -gt 0 ]; then
+if [ "${#reports[@]}" -ge 2 ]; then
   # Prints the Markdown table too.
   "$LT" compare "${reports[@]}" --html "$OUT/compare.html" --markdown "$OUT/compare.md" \
     || FAILED+=("compare")

@@ -9,17 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n== %s\n' "$*" >&2; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-APT_UPDATED=0
-apt_install() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    as_root apt-get update -qq
-    APT_UPDATED=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=scripts/lib/setup.sh
+. scripts/lib/setup.sh
 
 # --- Rust ----------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1; then
@@ -40,40 +31,7 @@ fi
 PG_URL="${MYELIN_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
 export MYELIN_TEST_POSTGRES_URL="$PG_URL"
 
-pg_ready() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; }
-
-if ! pg_ready; then
-  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-    log "installing PostgreSQL"
-    apt_install postgresql postgresql-client
-  fi
-  log "starting PostgreSQL"
-  if command -v pg_ctlcluster >/dev/null 2>&1; then
-    version="$(ls /etc/postgresql | sort -V | tail -1)"
-    if [ -z "$version" ]; then
-      version="$(ls /usr/lib/postgresql | sort -V | tail -1)"
-      as_root pg_createcluster "$version" main
-    fi
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
-  fi
-  for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
-  pg_ready || { echo "PostgreSQL did not start on 127.0.0.1:5432" >&2; exit 1; }
-fi
-
-# A fresh Debian cluster authenticates TCP clients by password: give the
-# postgres role the password of the test URL (harmless under trust auth).
-if [ "$PG_URL" = "postgres://postgres:postgres@127.0.0.1:5432/postgres" ]; then
-  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
-    log "setting the postgres role's password for the tests"
-    if [ "$(id -u)" -eq 0 ]; then
-      su postgres -c "psql -q -c \"ALTER ROLE postgres PASSWORD 'postgres'\""
-    else
-      sudo -u postgres psql -q -c "ALTER ROLE postgres PASSWORD 'postgres'"
-    fi
-  fi
-fi
-PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null \
-  || { echo "cannot connect to PostgreSQL at $PG_URL" >&2; exit 1; }
+ensure_postgres "$PG_URL"
 
 # --- Real clients (matrix-nio) ---------------------------------------------
 # The end-to-end encryption test drives matrix-nio, a Python client, from a

@@ -194,16 +194,7 @@ async fn write_snapshot(
     } else {
         (None, 1)
     };
-    let snapshot_nid = first_i64(
-        &query_one(
-            client,
-            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
-             VALUES (nextval('snapshot_nid'), $1, $2, $3)
-             RETURNING snapshot_nid",
-            &[&room_nid, &base_nid, &chain_length],
-        )
-        .await?,
-    )?;
+    let snapshot_nid = insert_snapshot(client, room_nid, base_nid, chain_length).await?;
     if !delta && base != 0 {
         execute(
             client,
@@ -230,6 +221,25 @@ async fn write_snapshot(
     )
     .await?;
     Ok(snapshot_nid)
+}
+
+/// A new snapshot row (its entries are written by the caller).
+async fn insert_snapshot(
+    client: &impl GenericClient,
+    room_nid: i64,
+    base_nid: Option<i64>,
+    chain_length: i64,
+) -> StorageResult<i64> {
+    first_i64(
+        &query_one(
+            client,
+            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
+             VALUES (nextval('snapshot_nid'), $1, $2, $3)
+             RETURNING snapshot_nid",
+            &[&room_nid, &base_nid, &chain_length],
+        )
+        .await?,
+    )
 }
 
 /// `(a, b)` pairs of BIGINT rows.
@@ -363,16 +373,7 @@ async fn write_state(
     } else {
         (Some(base), base_length + 1)
     };
-    let snapshot_nid = first_i64(
-        &query_one(
-            client,
-            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
-             VALUES (nextval('snapshot_nid'), $1, $2, $3)
-             RETURNING snapshot_nid",
-            &[&room_nid, &base_nid, &chain_length],
-        )
-        .await?,
-    )?;
+    let snapshot_nid = insert_snapshot(client, room_nid, base_nid, chain_length).await?;
     let (keys, events): (Vec<i64>, Vec<i64>) = entries.into_iter().unzip();
     execute(
         client,

@@ -155,40 +155,58 @@ fn write_snapshot(
     event_nid: i64,
 ) -> rusqlite::Result<i64> {
     let base_length = chain_length(tx, base)?;
-    let snapshot_nid = next_counter(tx, "snapshot_nid")?;
-    if base != 0 && base_length < STATE_CHAIN_LENGTH_MAX {
-        tx.prepare_cached(
-            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
-             VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![snapshot_nid, room_nid, base, base_length + 1])?;
+    let delta = base != 0 && base_length < STATE_CHAIN_LENGTH_MAX;
+    let snapshot_nid = if delta {
+        insert_snapshot(tx, room_nid, Some(base), base_length + 1)?
     } else {
-        tx.prepare_cached(
-            "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
-             VALUES (?1, ?2, NULL, 1)",
-        )?
-        .execute(params![snapshot_nid, room_nid])?;
-        if base != 0 {
-            tx.prepare_cached(concat!(
-                snapshot_chain!(),
-                "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
-                 SELECT ?3, state_key_nid, event_nid FROM nearest
-                 WHERE pick = 1 AND event_nid <> 0 AND state_key_nid <> ?4"
-            ))?
-            .execute(params![
-                base,
-                STATE_CHAIN_LENGTH_MAX,
-                snapshot_nid,
-                state_key_nid
-            ])?;
-        }
+        insert_snapshot(tx, room_nid, None, 1)?
+    };
+    if !delta && base != 0 {
+        tx.prepare_cached(concat!(
+            snapshot_chain!(),
+            "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
+             SELECT ?3, state_key_nid, event_nid FROM nearest
+             WHERE pick = 1 AND event_nid <> 0 AND state_key_nid <> ?4"
+        ))?
+        .execute(params![
+            base,
+            STATE_CHAIN_LENGTH_MAX,
+            snapshot_nid,
+            state_key_nid
+        ])?;
     }
+    insert_entry(tx, snapshot_nid, state_key_nid, event_nid)?;
+    Ok(snapshot_nid)
+}
+
+/// A new snapshot row (its entries are written by the caller).
+fn insert_snapshot(
+    tx: &Transaction<'_>,
+    room_nid: i64,
+    base_nid: Option<i64>,
+    chain_length: i64,
+) -> rusqlite::Result<i64> {
+    let snapshot_nid = next_counter(tx, "snapshot_nid")?;
+    tx.prepare_cached(
+        "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![snapshot_nid, room_nid, base_nid, chain_length])?;
+    Ok(snapshot_nid)
+}
+
+fn insert_entry(
+    tx: &Transaction<'_>,
+    snapshot_nid: i64,
+    state_key_nid: i64,
+    event_nid: i64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
          VALUES (?1, ?2, ?3)",
     )?
     .execute(params![snapshot_nid, state_key_nid, event_nid])?;
-    Ok(snapshot_nid)
+    Ok(())
 }
 
 /// The room's current snapshot; `None` if there is no such room.
@@ -291,17 +309,12 @@ fn write_state(
     let Some((entries, full)) = snapshot_entries(over, state) else {
         return Ok(base);
     };
-    let snapshot_nid = next_counter(tx, "snapshot_nid")?;
     let (base_nid, chain_length) = if full {
         (None, 1)
     } else {
         (Some(base), base_length + 1)
     };
-    tx.prepare_cached(
-        "INSERT INTO state_snapshots (snapshot_nid, room_nid, base_nid, chain_length)
-         VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![snapshot_nid, room_nid, base_nid, chain_length])?;
+    let snapshot_nid = insert_snapshot(tx, room_nid, base_nid, chain_length)?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO state_snapshot_entries (snapshot_nid, state_key_nid, event_nid)
          VALUES (?1, ?2, ?3)",

@@ -96,19 +96,10 @@ if ! command -v curl >/dev/null 2>&1; then
   log "installing curl"
   apt_install curl ca-certificates
 fi
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-if { [ "$WHICH" != synapse ] || [ -z "${LOADTEST:-}" ]; } && ! command -v cargo >/dev/null 2>&1; then
-  log "installing the Rust toolchain (rustup)"
-  apt_install curl ca-certificates build-essential
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95
-  # shellcheck disable=SC1091
-  . "$HOME/.cargo/env"
-fi
-if ! command -v cc >/dev/null 2>&1; then
-  log "installing a C compiler (SQLite and psycopg2 are built from C)"
+if [ "$WHICH" != synapse ] || [ -z "${LOADTEST:-}" ]; then
+  ensure_rust
+elif ! command -v cc >/dev/null 2>&1; then
+  log "installing a C compiler (psycopg2 is built from C)"
   apt_install build-essential
 fi
 

@@ -13,19 +13,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 
 # --- Rust ----------------------------------------------------------------
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-  log "installing the Rust toolchain (rustup)"
-  apt_install curl ca-certificates build-essential
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95
-  . "$HOME/.cargo/env"
-fi
-if ! command -v cc >/dev/null 2>&1; then
-  log "installing a C compiler (the bundled SQLite is C)"
-  apt_install build-essential
-fi
+ensure_rust
 
 # --- PostgreSQL ----------------------------------------------------------
 PG_URL="${MYELIN_TEST_POSTGRES_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"

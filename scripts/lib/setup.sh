@@ -1,6 +1,6 @@
 # Shared by scripts/test.sh and scripts/loadtest-compare.sh (sourced, not
-# run): installing Debian packages and getting PostgreSQL up on loopback on a
-# fresh Debian machine.
+# run): installing Debian packages, the Rust toolchain, and getting
+# PostgreSQL up on loopback on a fresh Debian machine.
 
 log() { printf '\n== %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -12,6 +12,26 @@ apt_install() {
     APT_UPDATED=1
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# ensure_rust: cargo on the PATH (rustup's toolchain installed when there is
+# none) and a C compiler (the bundled SQLite, and psycopg2, are C).
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "installing the Rust toolchain (rustup)"
+    apt_install curl ca-certificates build-essential
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  if ! command -v cc >/dev/null 2>&1; then
+    log "installing a C compiler"
+    apt_install build-essential
+  fi
 }
 
 pg_ready() { command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432; }
